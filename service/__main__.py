@@ -1,0 +1,33 @@
+"""`python -m service`: run the façade with uvicorn on SERVICE_HOST:SERVICE_PORT."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.manifest import ManifestError
+    from service.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+        app = create_app(settings)
+    except (SettingsError, ManifestError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        app,
+        host=settings.service_host,
+        port=settings.service_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""One error envelope for every failure: `{"error": {"code", "message", "details"}, "status_code"}`.
+
+Clients branch on `error.code`; nothing a client sends can make the service answer with a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, SerializationException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from service.errors import ServiceError
+from service.logs import get_logger
+from service.schemas import ErrorBody, ErrorResponse
+
+log = get_logger("service.errors")
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict | None = None
+) -> Response:
+    body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details), status_code=status)
+    return Response(content=body, status_code=status, media_type=MediaType.JSON, headers=headers)
+
+
+def _service_error(_: Request, exc: ServiceError) -> Response:
+    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
+    if exc.status_code >= 500:
+        log.warning("dependency_error", code=exc.code, error=exc.message)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details or None, headers)
+
+
+def _validation_error(_: Request, exc: ValidationException) -> Response:
+    # Well-formed JSON that breaks the schema: 422, with one entry per offending field.
+    details = exc.extra if isinstance(exc.extra, (list, dict)) else None
+    return error_response(422, "validation_error", _summary(details) or exc.detail, details)
+
+
+def _summary(details: Any) -> str | None:
+    if isinstance(details, list) and details and isinstance(details[0], dict):
+        first = details[0]
+        where = first.get("key") or first.get("source") or "body"
+        return f"{where}: {first.get('message', 'invalid')}"
+    return None
+
+
+def _http_error(_: Request, exc: HTTPException) -> Response:
+    if isinstance(exc.__cause__, SerializationException):
+        return error_response(400, "malformed_json", f"request body is not valid JSON: {exc.detail}")
+    code = _CODES.get(exc.status_code, "http_error")
+    details = exc.extra if isinstance(exc.extra, (list, dict)) and exc.extra else None
+    return error_response(exc.status_code, code, exc.detail, details, getattr(exc, "headers", None))
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
+    return error_response(
+        HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal error; see the service logs"
+    )
+
+
+EXCEPTION_HANDLERS = {
+    ServiceError: _service_error,
+    ValidationException: _validation_error,
+    NotFoundException: _http_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error envelope, so clients and fuzzers know every documented answer."""
+    return {
+        status: ResponseSpec(data_container=ErrorResponse, description=_CODES.get(status, "error"))
+        for status in statuses
+    }

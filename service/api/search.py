@@ -1,0 +1,44 @@
+"""Search routes: parse, call the search service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, Parameter
+
+from service.api.errors import error_responses
+from service.schemas import AnimeRecord, SearchRequest, SearchResponse
+from service.search import SearchService
+
+AnimeIdPath = Annotated[
+    str,
+    Parameter(
+        min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$", description="Anime id."
+    ),
+]
+
+
+class SearchController(Controller):
+    path = "/api/v1/search"
+    tags: ClassVar[list[str]] = ["search"]
+
+    @post(
+        "/",
+        status_code=200,
+        summary="Search anime by natural-language text",
+        responses=error_responses(400, 422, 502, 503),
+    )
+    async def search_text(
+        self, data: JSONBody[SearchRequest], search: NamedDependency[SearchService]
+    ) -> SearchResponse:
+        return await search.search_text(data)
+
+    @get(
+        "/by-id/{anime_id:str}",
+        summary="Get one anime by id",
+        responses=error_responses(404, 422, 503),
+    )
+    async def by_id(self, anime_id: AnimeIdPath, search: NamedDependency[SearchService]) -> AnimeRecord:
+        return await search.get_anime(anime_id)

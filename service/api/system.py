@@ -1,0 +1,50 @@
+"""Service info and health."""
+
+from __future__ import annotations
+
+from litestar import Response, get
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+
+from service import __version__
+from service.health import check_health
+from service.runtime import Runtime
+from service.schemas import HealthResponse, ModelInfo, ServiceInfo
+
+
+@get("/", tags=["system"], summary="Service info: version, engine, store and the models behind each role")
+async def service_info(state: State) -> ServiceInfo:
+    runtime: Runtime = state.runtime
+    return ServiceInfo(
+        name="anime-vector-service",
+        version=__version__,
+        engine=runtime.engine.name,
+        store=runtime.store.engine,
+        collection=runtime.store.alias,
+        models=[
+            ModelInfo(
+                role=m.role,
+                source=m.source,
+                architecture=m.architecture,
+                dim=m.dim,
+                pooling=m.pooling,
+                sparse=m.has_sparse,
+                max_length=m.tokenizer.max_length if m.tokenizer else None,
+                model_version=m.model_version,
+                parity_max_abs_diff=m.parity_max_abs_diff,
+                license=m.license,
+            )
+            for m in runtime.manifests.values()
+        ],
+    )
+
+
+@get(
+    "/health",
+    tags=["system"],
+    summary="Liveness and dependency health (503 when a required dependency is down)",
+    responses={503: ResponseSpec(data_container=HealthResponse, description="a required dependency is down")},
+)
+async def health(state: State) -> Response[HealthResponse]:
+    report = await check_health(state.runtime)
+    return Response(report, status_code=200 if report.status == "ok" else 503)

@@ -1,0 +1,101 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import __version__
+from service.api.errors import EXCEPTION_HANDLERS
+from service.api.search import SearchController
+from service.api.system import health, service_info
+from service.encoders.base import InferenceEngine
+from service.logs import configure_logging, get_logger
+from service.runtime import build_runtime
+from service.search import SearchService
+from service.settings import Settings, load_settings
+
+log = get_logger("service.http")
+
+
+def access_log(app: ASGIApp) -> ASGIApp:
+    """One JSON line per request: method, route, status, duration."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, capture)
+        finally:
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                route=scope.get("path_template", scope["path"]),
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+
+    return middleware
+
+
+def provide_search(state: State) -> SearchService:
+    return state.search
+
+
+def create_app(settings: Settings | None = None, *, engine: InferenceEngine | None = None) -> Litestar:
+    """Build the app. `engine` replaces the configured one (tests run the same app on either engine)."""
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        runtime = await build_runtime(settings, engine)
+        app.state.runtime = runtime
+        app.state.search = SearchService(runtime)
+        log.info(
+            "started",
+            engine=runtime.engine.name,
+            store=runtime.store.engine,
+            store_location=runtime.store.location,
+            models={role: m.model_version for role, m in runtime.manifests.items()},
+        )
+        try:
+            yield
+        finally:
+            await runtime.close()
+            log.info("stopped")
+
+    return Litestar(
+        route_handlers=[service_info, health, SearchController],
+        lifespan=[lifespan],
+        dependencies={"search": Provide(provide_search, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[access_log],
+        openapi_config=OpenAPIConfig(
+            title="Anime Vector Service",
+            version=__version__,
+            description="Search anime by text, picture or both; recommend similar anime.",
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+        ),
+        logging_config=None,
+    )

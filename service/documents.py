@@ -1,0 +1,75 @@
+"""The anime document: what clients send to ingest/upsert and what search results carry.
+
+One struct validates both the PRD's JSON-list files and admin upserts, so bounds live in one place.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+
+AnimeId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$",
+        description="Stable id of the anime on the client's platform (letters, digits, . _ : -).",
+        examples=["bangumi-265"],
+    ),
+]
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+Url = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://")]
+Tags = Annotated[list[ShortText], msgspec.Meta(max_length=200)]
+
+AnimeType = Literal["TV", "MOVIE", "OVA", "ONA", "SPECIAL", "MUSIC", "UNKNOWN"]
+AnimeStatus = Literal["FINISHED", "ONGOING", "UPCOMING", "UNKNOWN"]
+Season = Literal["WINTER", "SPRING", "SUMMER", "FALL"]
+
+# Fixed namespace: the same anime id maps to the same Qdrant point id in every deployment,
+# which makes re-ingest idempotent and lets two stores be compared point by point.
+POINT_NAMESPACE = uuid.UUID("5f0c7a52-3b7e-4a8e-9a51-6d1f2e8c9b40")
+
+
+class AnimeDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    anime_id: AnimeId
+    title: ShortText
+    title_english: ShortText | None = None
+    title_japanese: ShortText | None = None
+    synonyms: Tags = []
+    synopsis: Annotated[str, msgspec.Meta(max_length=20_000)] | None = None
+    genres: Tags = []
+    themes: Tags = []
+    tags: Tags = []
+    type: AnimeType = "UNKNOWN"
+    status: AnimeStatus = "UNKNOWN"
+    year: Annotated[int, msgspec.Meta(ge=1900, le=2100)] | None = None
+    season: Season | None = None
+    episodes: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
+    score: Annotated[float, msgspec.Meta(ge=0, le=10)] | None = None
+    studios: Tags = []
+    picture: Url | None = None
+    thumbnail: Url | None = None
+    sources: Annotated[list[Url], msgspec.Meta(max_length=50)] = []
+
+
+def point_id(anime_id: str) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, anime_id))
+
+
+def to_payload(doc: AnimeDocument) -> dict:
+    """Payload stored beside the vectors: every field present (None included), so filters see them."""
+    return msgspec.structs.asdict(doc)
+
+
+def decode_documents(data: bytes) -> list[AnimeDocument]:
+    """A JSON list of documents (the PRD's file format), or `{"documents": [...]}`."""
+    if data.lstrip()[:1] == b"{":
+        return msgspec.json.decode(data, type=_Wrapped).documents
+    return msgspec.json.decode(data, type=list[AnimeDocument])
+
+
+class _Wrapped(msgspec.Struct, forbid_unknown_fields=True):
+    documents: list[AnimeDocument]

@@ -1,0 +1,63 @@
+"""Tokenizing for the text encoders with the `tokenizers` library and the tokenizer.json of the export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from service.manifest import TokenizerSpec
+
+_MIN_BUCKET = 16
+
+
+def bucket_length(length: int, max_length: int) -> int:
+    """Pad to the next power of two (>= 16), capped at max_length.
+
+    Triton's dynamic batcher only merges requests whose shapes match; a few length buckets instead
+    of every possible length lets concurrent queries share a batch. Masked padding does not change
+    the pooled embedding.
+    """
+    target = _MIN_BUCKET
+    while target < length:
+        target *= 2
+    return max(min(target, max_length), length)
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    lengths: list[int]
+    truncated: list[bool]
+
+    def as_inputs(self) -> dict[str, np.ndarray]:
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+
+
+class TextTokenizer:
+    def __init__(self, directory: Path, spec: TokenizerSpec, max_tokens: int = 0) -> None:
+        path = directory / spec.directory / "tokenizer.json"
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer.no_padding()
+        self.max_length = min(spec.max_length, max_tokens) if max_tokens else spec.max_length
+        self._tokenizer.enable_truncation(self.max_length)
+        self.pad_token_id = spec.pad_token_id
+        self.special_token_ids = frozenset(spec.special_token_ids)
+
+    def encode(self, texts: list[str]) -> TokenBatch:
+        encodings = self._tokenizer.encode_batch(texts)
+        lengths = [len(e.ids) for e in encodings]
+        width = bucket_length(max(lengths, default=1), self.max_length)
+        ids = np.full((len(texts), width), self.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(texts), width), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            ids[row, : lengths[row]] = encoding.ids
+            mask[row, : lengths[row]] = 1
+        truncated = [bool(e.overflowing) for e in encodings]
+        return TokenBatch(ids, mask, lengths, truncated)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text).ids)

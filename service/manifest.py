@@ -1,0 +1,115 @@
+"""The manifest that travels with every exported model: the contract between export and façade.
+
+The façade takes dims, max length and preprocessing from here, never from constants in its code,
+so swapping the checkpoint behind a role is an export, not a code change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+MANIFEST_FILE = "manifest.json"
+TOKENIZER_DIR = "tokenizer"
+
+TEXT_EMBEDDER = "text_embedder"
+IMAGE_EMBEDDER = "image_embedder"
+CLIP_TEXT_EMBEDDER = "clip_text_embedder"
+
+
+class TensorSpec(msgspec.Struct, frozen=True):
+    name: str
+    dtype: str
+    shape: list[int | str]
+
+
+class TokenizerSpec(msgspec.Struct, frozen=True):
+    directory: str
+    pad_token_id: int
+    max_length: int
+    # Token ids that carry no lexical meaning (CLS, SEP, PAD, UNK): dropped from sparse weights.
+    special_token_ids: list[int] = []
+
+
+class ModelManifest(msgspec.Struct, kw_only=True, frozen=True):
+    role: str
+    kind: Literal["text", "image"]
+    source: str
+    source_revision: str | None = None
+    architecture: str
+    dim: int
+    pooling: str
+    normalized: bool = True
+    has_sparse: bool = False
+    tokenizer: TokenizerSpec | None = None
+    onnx_file: str = "model.onnx"
+    opset: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    parity_max_abs_diff: float
+    parity_tolerance: float
+    fingerprint: str
+    exported_at: str
+    exporter: dict[str, str] = {}
+    license: str | None = None
+
+    @property
+    def model_version(self) -> str:
+        """What ingest stamps on points, so a store can tell which model wrote a vector."""
+        return f"{self.role}:{self.fingerprint[:12]}"
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+
+class ManifestError(RuntimeError):
+    """The model repository has no usable entry for a role."""
+
+
+def version_dirs(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def model_version_dir(repository: Path, role: str, version: int | None = None) -> Path:
+    versions = version_dirs(repository / role)
+    if not versions:
+        raise ManifestError(
+            f"no exported '{role}' in {repository}: run `python -m export text <checkpoint> "
+            f"--out {repository}` first"
+        )
+    chosen = versions[-1] if version is None else version
+    if chosen not in versions:
+        raise ManifestError(f"'{role}' has no version {chosen} in {repository} (has {versions})")
+    return repository / role / str(chosen)
+
+
+def load_manifest(repository: Path, role: str, version: int | None = None) -> tuple[ModelManifest, Path]:
+    """The manifest of `role` (latest version unless given) and the folder it lives in."""
+    directory = model_version_dir(repository, role, version)
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        raise ManifestError(f"{path} is missing: the export of '{role}' did not finish")
+    try:
+        manifest = msgspec.json.decode(path.read_bytes(), type=ModelManifest)
+    except msgspec.ValidationError as exc:
+        raise ManifestError(f"{path} is not a valid manifest: {exc}") from exc
+    return manifest, directory
+
+
+def has_role(repository: Path, role: str) -> bool:
+    try:
+        model_version_dir(repository, role)
+    except ManifestError:
+        return False
+    return True
+
+
+def write_manifest(directory: Path, manifest: ModelManifest) -> Path:
+    path = directory / MANIFEST_FILE
+    path.write_bytes(msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n")
+    return path

@@ -1,0 +1,139 @@
+"""Request and response bodies of the HTTP API (msgspec structs: validation and OpenAPI in one place)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from service.documents import AnimeId, AnimeStatus, AnimeType, Season
+
+GenreName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Limit = Annotated[int, msgspec.Meta(ge=1, le=100, description="How many results to return (1..100).")]
+Year = Annotated[int, msgspec.Meta(ge=1900, le=2100)]
+ScoreThreshold = Annotated[
+    float,
+    msgspec.Meta(
+        ge=-1e6,
+        le=1e6,
+        description="Drop results scoring below this (cosine similarity for the default metric).",
+    ),
+]
+
+
+class SearchFilters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    genres: (
+        Annotated[list[GenreName], msgspec.Meta(max_length=20, description="Any of these genres.")] | None
+    ) = None
+    year_min: Year | None = None
+    year_max: Year | None = None
+    type: AnimeType | Annotated[list[AnimeType], msgspec.Meta(max_length=7)] | None = None
+    status: AnimeStatus | Annotated[list[AnimeStatus], msgspec.Meta(max_length=4)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.year_min is not None and self.year_max is not None and self.year_min > self.year_max:
+            raise ValueError("year_min must not exceed year_max")
+
+
+class SearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    query: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=2000,
+            description="Natural-language query.",
+            examples=["giant robots and angels"],
+        ),
+    ]
+    limit: Limit = 10
+    filters: SearchFilters | None = None
+    score_threshold: ScoreThreshold | None = None
+
+
+class AnimeResult(msgspec.Struct, kw_only=True):
+    anime_id: AnimeId
+    title: str
+    score: float
+    title_english: str | None = None
+    title_japanese: str | None = None
+    type: AnimeType = "UNKNOWN"
+    status: AnimeStatus = "UNKNOWN"
+    year: int | None = None
+    season: Season | None = None
+    episodes: int | None = None
+    genres: list[str] = []
+    themes: list[str] = []
+    studios: list[str] = []
+    synopsis: str | None = None
+    picture: str | None = None
+    thumbnail: str | None = None
+    sources: list[str] = []
+
+
+class QueryInfo(msgspec.Struct, kw_only=True):
+    engine: str
+    model: str
+    model_version: str
+    store: str
+    took_ms: float
+    tokens: int | None = None
+    truncated: bool = False
+
+
+class SearchResponse(msgspec.Struct, kw_only=True):
+    results: list[AnimeResult]
+    total: int
+    query_info: QueryInfo
+
+
+class AnimeRecord(msgspec.Struct, kw_only=True):
+    anime_id: AnimeId
+    document: dict[str, Any]
+    vectors: list[str]
+    model_version: str | None = None
+    updated_at: str | None = None
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(msgspec.Struct, kw_only=True):
+    error: ErrorBody
+    status_code: int
+
+
+class ModelInfo(msgspec.Struct, kw_only=True):
+    role: str
+    source: str
+    architecture: str
+    dim: int
+    pooling: str
+    sparse: bool
+    max_length: int | None
+    model_version: str
+    parity_max_abs_diff: float
+    license: str | None = None
+
+
+class ServiceInfo(msgspec.Struct, kw_only=True):
+    name: str
+    version: str
+    engine: str
+    store: str
+    collection: str
+    models: list[ModelInfo]
+    docs: str = "/docs"
+
+
+class ComponentHealth(msgspec.Struct, kw_only=True):
+    status: str
+    detail: str | None = None
+    latency_ms: float | None = None
+
+
+class HealthResponse(msgspec.Struct, kw_only=True):
+    status: str
+    components: dict[str, ComponentHealth]

@@ -1,0 +1,87 @@
+"""Every setting of the service, read once from environment variables into a typed object.
+
+The README's configuration table is the user-facing copy of this file: keep them in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+Engine = Literal["onnx", "triton"]
+TritonProtocol = Literal["grpc", "http"]
+Distance = Literal["cosine", "dot", "euclid"]
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    # Encoders
+    model_repository: Path = Path("model_repository")
+    encoder_engine: Engine = "onnx"
+    triton_url: str = "localhost:8001"
+    triton_protocol: TritonProtocol = "grpc"
+    triton_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    ort_threads: Annotated[int, msgspec.Meta(ge=0)] = 0
+    text_max_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+    # Store
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    qdrant_path: Path = Path("var/qdrant")
+    qdrant_collection: str = "anime"
+    qdrant_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    qdrant_distance: Distance = "cosine"
+
+    # HTTP
+    service_host: str = "127.0.0.1"
+    service_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_query_chars: Annotated[int, msgspec.Meta(ge=1)] = 2000
+
+    @property
+    def store_engine(self) -> str:
+        return "qdrant-server" if self.qdrant_url else "qdrant-local"
+
+
+def _env_name(field: str) -> str:
+    return field.upper()
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build settings from `environ` (default: the process environment), then `overrides`.
+
+    Empty variables count as unset so that `FOO=` in a compose file means "use the default".
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    for field in msgspec.structs.fields(Settings):
+        value = env.get(_env_name(field.name))
+        if value is not None and value != "":
+            raw[field.name] = value
+    raw.update(overrides)
+    try:
+        return msgspec.convert(raw, Settings, strict=False, dec_hook=_decode_path)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_name_variable(str(exc))) from exc
+
+
+def _decode_path(type_: type, value: object) -> object:
+    if type_ is Path and isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise NotImplementedError
+
+
+def _name_variable(message: str) -> str:
+    # msgspec reports "... - at `$.field_name`"; users set FIELD_NAME, so name that.
+    marker = "at `$."
+    if marker in message:
+        field = message.split(marker, 1)[1].rstrip("`").split("`")[0]
+        return f"invalid environment variable {_env_name(field)}: {message.split(' - at ')[0]}"
+    return f"invalid settings: {message}"

@@ -1,0 +1,56 @@
+"""API filters -> Qdrant filter conditions (pure).
+
+User strings only ever become `MatchValue`/`MatchAny` values of fixed keys: no user text reaches a
+key name or a query language.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from qdrant_client import models
+
+from service.schemas import SearchFilters
+
+# Payload fields that get an index on a Qdrant server, and their schema.
+PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType] = {
+    "anime_id": models.PayloadSchemaType.KEYWORD,
+    "genres": models.PayloadSchemaType.KEYWORD,
+    "themes": models.PayloadSchemaType.KEYWORD,
+    "studios": models.PayloadSchemaType.KEYWORD,
+    "type": models.PayloadSchemaType.KEYWORD,
+    "status": models.PayloadSchemaType.KEYWORD,
+    "year": models.PayloadSchemaType.INTEGER,
+}
+
+
+def _any_of(key: str, value: str | Sequence[str]) -> models.FieldCondition:
+    values = [value] if isinstance(value, str) else list(value)
+    if len(values) == 1:
+        return models.FieldCondition(key=key, match=models.MatchValue(value=values[0]))
+    return models.FieldCondition(key=key, match=models.MatchAny(any=values))
+
+
+def build_filter(
+    filters: SearchFilters | None, exclude_anime_ids: Sequence[str] = ()
+) -> models.Filter | None:
+    must: list[models.Condition] = []
+    if filters is not None:
+        if filters.genres:
+            must.append(_any_of("genres", filters.genres))
+        if filters.year_min is not None or filters.year_max is not None:
+            must.append(
+                models.FieldCondition(
+                    key="year", range=models.Range(gte=filters.year_min, lte=filters.year_max)
+                )
+            )
+        if filters.type:
+            must.append(_any_of("type", filters.type))
+        if filters.status:
+            must.append(_any_of("status", filters.status))
+    must_not: list[models.Condition] = []
+    if exclude_anime_ids:
+        must_not.append(_any_of("anime_id", exclude_anime_ids))
+    if not must and not must_not:
+        return None
+    return models.Filter(must=must or None, must_not=must_not or None)

@@ -1,0 +1,1 @@
+"""A real tritonserver (from nvidia-pytriton) on the CPU, for development and tests."""

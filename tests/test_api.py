@@ -1,0 +1,204 @@
+"""The HTTP contract: answers, error envelopes for bad input, 503 when a dependency is down."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from service.app import create_app
+from service.documents import AnimeDocument
+from service.ingest import ingest
+from service.runtime import build_runtime
+from service.settings import load_settings
+from service.triton_local.launcher import free_port
+
+DOCS = [
+    AnimeDocument(
+        anime_id="eva",
+        title="Neon Genesis Evangelion",
+        genres=["Sci-Fi", "Drama"],
+        themes=["Mecha", "Psychological"],
+        type="TV",
+        status="FINISHED",
+        year=1995,
+        synopsis="Teenagers pilot giant bio-machines to fight mysterious beings called Angels.",
+    ),
+    AnimeDocument(
+        anime_id="bebop",
+        title="Cowboy Bebop",
+        genres=["Action", "Sci-Fi"],
+        themes=["Space"],
+        type="TV",
+        status="FINISHED",
+        year=1998,
+        synopsis="Bounty hunters travel the solar system aboard the spaceship Bebop.",
+    ),
+    AnimeDocument(
+        anime_id="k-on",
+        title="K-On!",
+        genres=["Comedy", "Slice of Life"],
+        themes=["Music", "School"],
+        type="TV",
+        status="FINISHED",
+        year=2009,
+        synopsis="High school girls form a light music club band.",
+    ),
+    AnimeDocument(
+        anime_id="totoro",
+        title="My Neighbor Totoro",
+        genres=["Fantasy", "Slice of Life"],
+        type="MOVIE",
+        status="FINISHED",
+        year=1988,
+        synopsis="Two sisters befriend a giant forest spirit in rural Japan.",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def small_index(minilm_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import asyncio
+
+    folder = tmp_path_factory.mktemp("small-index")
+
+    async def fill() -> None:
+        runtime = await build_runtime(
+            load_settings({}, model_repository=minilm_repository, qdrant_path=folder)
+        )
+        try:
+            await ingest(runtime, DOCS, progress=False)
+        finally:
+            await runtime.close()
+
+    asyncio.run(fill())
+    return folder
+
+
+@pytest.fixture
+async def client(minilm_repository: Path, small_index: Path) -> AsyncIterator[AsyncTestClient]:
+    settings = load_settings({}, model_repository=minilm_repository, qdrant_path=small_index)
+    async with AsyncTestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+async def search(client: AsyncTestClient, **body) -> dict:
+    response = await client.post("/api/v1/search", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_search_ranks_the_matching_anime_first_and_returns_ui_fields(client):
+    body = await search(client, query="bounty hunters on a spaceship", limit=3)
+    first = body["results"][0]
+    assert first["anime_id"] == "bebop"
+    assert (
+        first["title"] == "Cowboy Bebop" and first["year"] == 1998 and first["genres"] == ["Action", "Sci-Fi"]
+    )
+    scores = [r["score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert body["total"] == len(body["results"]) == 3
+    info = body["query_info"]
+    assert info["engine"] == "onnx" and info["store"] == "qdrant-local" and info["tokens"] > 2
+
+
+async def test_filters_limit_and_threshold_narrow_the_results(client):
+    body = await search(client, query="anime", limit=10, filters={"genres": ["Slice of Life"]})
+    assert {r["anime_id"] for r in body["results"]} == {"k-on", "totoro"}
+    body = await search(client, query="anime", filters={"year_min": 1990, "year_max": 1999, "type": ["TV"]})
+    assert {r["anime_id"] for r in body["results"]} == {"eva", "bebop"}
+    body = await search(client, query="anime", filters={"type": "MOVIE", "status": "FINISHED"})
+    assert [r["anime_id"] for r in body["results"]] == ["totoro"]
+    assert len((await search(client, query="anime", limit=1))["results"]) == 1
+    high = await search(client, query="bounty hunters on a spaceship", score_threshold=0.4)
+    assert [r["anime_id"] for r in high["results"]] == ["bebop"]
+
+
+async def test_by_id_returns_the_document_and_404_for_unknown_ids(client):
+    response = await client.get("/api/v1/search/by-id/eva")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["document"]["title"] == "Neon Genesis Evangelion"
+    assert body["vectors"] == ["text"]
+    assert body["model_version"].startswith("text_embedder:")
+    missing = await client.get("/api/v1/search/by-id/nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+
+
+async def test_service_info_health_and_openapi(client):
+    info = (await client.get("/")).json()
+    assert info["engine"] == "onnx"
+    assert info["models"][0]["dim"] == 384 and info["models"][0]["pooling"] == "mean"
+    health = await client.get("/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    schema = (await client.get("/docs/openapi.json")).json()
+    assert "/api/v1/search" in schema["paths"] and "/api/v1/search/by-id/{anime_id}" in schema["paths"]
+    assert (await client.get("/docs")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"query": ""}, 422, "validation_error"),
+        ({"query": "   \t\n "}, 422, "invalid_input"),
+        ({"query": "\x00\x01\x02"}, 422, "invalid_input"),
+        ({"query": "x" * 2001}, 422, "validation_error"),
+        ({"query": "mecha", "limit": 0}, 422, "validation_error"),
+        ({"query": "mecha", "limit": 1000}, 422, "validation_error"),
+        ({"query": "mecha", "limit": "ten"}, 422, "validation_error"),
+        ({"query": 42}, 422, "validation_error"),
+        ({"query": "mecha", "filters": {"studio": "Gainax"}}, 422, "validation_error"),
+        ({"query": "mecha", "filters": {"genres": "Mecha"}}, 422, "validation_error"),
+        ({"query": "mecha", "filters": {"year_min": 2000, "year_max": 1990}}, 422, "validation_error"),
+        ({"query": "mecha", "filters": {"type": "CARTOON"}}, 422, "validation_error"),
+        ({"query": "mecha", "sort": "year"}, 422, "validation_error"),
+        ({}, 422, "validation_error"),
+    ],
+)
+async def test_bad_search_input_gets_a_machine_readable_4xx(client, body, status, code):
+    response = await client.post("/api/v1/search", json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+
+
+@pytest.mark.parametrize("raw", [b'{"query": ', b"query=mecha", b"\xff\xfe", b"[1, 2]"])
+async def test_undecodable_or_wrongly_shaped_bodies_are_4xx_not_500(client, raw):
+    response = await client.post("/api/v1/search", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code in (400, 422), response.text
+    assert response.json()["error"]["code"] in ("malformed_json", "validation_error")
+    assert (await client.get("/health")).status_code == 200
+
+
+async def test_bad_anime_id_in_path_is_rejected(client):
+    response = await client.get("/api/v1/search/by-id/" + "x" * 200)
+    assert response.status_code in (400, 422)
+    assert (await client.get("/api/v1/search/by-id/a%20b")).status_code in (400, 404, 422)
+
+
+async def test_unreachable_triton_answers_503_with_the_reason(minilm_repository, small_index):
+    settings = load_settings(
+        {},
+        model_repository=minilm_repository,
+        qdrant_path=small_index,
+        encoder_engine="triton",
+        triton_url=f"127.0.0.1:{free_port()}",
+        triton_timeout_s=2.0,
+    )
+    async with AsyncTestClient(create_app(settings)) as client:
+        response = await client.post("/api/v1/search", json={"query": "mecha"})
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        error = response.json()["error"]
+        assert error["code"] == "dependency_unavailable"
+        assert error["details"]["dependency"] == "triton"
+        assert "cannot reach" in error["details"]["reason"] or "no answer" in error["details"]["reason"]
+        health = await client.get("/health")
+        assert health.status_code == 503
+        assert health.json()["components"]["triton:text_embedder"]["status"] == "down"
+        # The store is fine, so lookups that need no encoder still work.
+        assert (await client.get("/api/v1/search/by-id/eva")).status_code == 200
