@@ -14,6 +14,9 @@ export MODEL_REPOSITORY ?= $(VAR)/model_repository
 export QDRANT_PATH      ?= $(VAR)/qdrant
 export SERVICE_HOST     ?= 127.0.0.1
 export SERVICE_PORT     ?= 8000
+# all-MiniLM-L6-v2 is English-only and most synopses are Chinese: 128 tokens keep titles and English
+# facts in focus (README "Demo model notes"). Set 0 for the model's own window.
+export TEXT_MAX_TOKENS  ?= 128
 
 .PHONY: demo test lint serve export-demo ingest-demo triton clean-demo
 
