@@ -63,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="export BGE-m3's sparse head (default: when the checkpoint has sparse_linear.pt)",
     )
+
+    clip = commands.add_parser(
+        "clip", help="CLIP-style checkpoint -> image_embedder + clip_text_embedder (one shared space)"
+    )
+    _add_common(clip)
+    clip.add_argument(
+        "--dim",
+        type=int,
+        default=None,
+        help="Matryoshka output width (e.g. 512 for JinaCLIP v2); default: full",
+    )
+    clip.add_argument("--trust-remote-code", action="store_true", help="needed for jinaai/jina-clip-v2")
+    clip.add_argument("--image-role", default="image_embedder")
+    clip.add_argument("--text-role", default="clip_text_embedder")
     return parser
 
 
@@ -99,8 +113,30 @@ def main(argv: list[str] | None = None) -> int:
                 external_data=args.external_data,
                 license_name=args.license_name,
             )
-        else:  # pragma: no cover - argparse rejects unknown commands
-            raise AssertionError(args.command)
+        else:
+            from export.clip_export import export_clip
+
+            clip = export_clip(
+                args.source,
+                args.out,
+                dim=args.dim,
+                version=args.version,
+                revision=args.revision,
+                trust_remote_code=args.trust_remote_code,
+                opset=args.opset,
+                tolerance=args.tolerance,
+                batching=batching,
+                image_role=args.image_role,
+                text_role=args.text_role,
+                license_name=args.license_name,
+                external_data=args.external_data,
+            )
+            for manifest, directory in zip((clip.image, clip.text), clip.directories, strict=True):
+                print(
+                    f"wrote {directory} (dim={manifest.dim}, parity={manifest.parity_max_abs_diff:.2e}, "
+                    f"version={manifest.model_version})"
+                )
+            return 0
     except ParityError as exc:
         print(f"error: parity check failed, nothing was written: {exc}", file=sys.stderr)
         return 3

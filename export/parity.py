@@ -59,6 +59,8 @@ def measure(
     for batch in batches:
         with torch.no_grad():
             expected = module(*(torch.from_numpy(v) for v in batch.values()))
+        if torch.is_tensor(expected):  # single-output modules return the tensor itself
+            expected = (expected,)
         expected_np = [t.detach().cpu().numpy() for t in expected]
         got = session.run(list(output_names), dict(batch))
         for name, value in max_abs_diffs(expected_np, got, output_names).items():

@@ -41,7 +41,7 @@ class TextExportResult:
     manifest: ModelManifest
 
 
-def _parity_batches(tokenizer, max_length: int) -> list[dict[str, np.ndarray]]:
+def parity_batches(tokenizer, max_length: int) -> list[dict[str, np.ndarray]]:
     def encode(texts: list[str], length: int) -> dict[str, np.ndarray]:
         enc = tokenizer(texts, padding=True, truncation=True, max_length=length, return_tensors="np")
         return {
@@ -112,7 +112,7 @@ def export_text(
                 static_output_dims={"dense": {1: dim}},
             )
             step("checking parity with PyTorch")
-            diffs = parity.measure(module, onnx_path, _parity_batches(tokenizer, ckpt.max_length), outputs)
+            diffs = parity.measure(module, onnx_path, parity_batches(tokenizer, ckpt.max_length), outputs)
             worst = parity.assert_within(diffs, tolerance)
             print(
                 f"parity {role}: max |torch - onnxruntime| = {worst:.3e} (tolerance {tolerance:.0e}); "
@@ -132,12 +132,7 @@ def export_text(
                 pooling=ckpt.pooling,
                 normalized=True,
                 has_sparse=ckpt.sparse_head is not None,
-                tokenizer=TokenizerSpec(
-                    directory=TOKENIZER_DIR,
-                    pad_token_id=int(tokenizer.pad_token_id),
-                    max_length=ckpt.max_length,
-                    special_token_ids=sorted(int(i) for i in tokenizer.all_special_ids),
-                ),
+                tokenizer=tokenizer_spec(tokenizer, ckpt.max_length),
                 opset=opset,
                 inputs=[TensorSpec(n, "int64", s) for n, s in inputs_io.items()],
                 outputs=[TensorSpec(n, "float32", s) for n, s in outputs_io.items()],
@@ -145,12 +140,7 @@ def export_text(
                 parity_tolerance=tolerance,
                 fingerprint=onnx_graph.fingerprint(onnx_path),
                 exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                exporter={
-                    "torch": str(torch.__version__),
-                    "transformers": _version("transformers"),
-                    "onnx": _version("onnx"),
-                    "python": platform.python_version(),
-                },
+                exporter=exporter_versions(),
                 license=license_name,
             )
             write_manifest(staging, manifest)
@@ -173,6 +163,24 @@ def text_triton_config(
         outputs,
         batching,
     )
+
+
+def tokenizer_spec(tokenizer, max_length: int) -> TokenizerSpec:
+    return TokenizerSpec(
+        directory=TOKENIZER_DIR,
+        pad_token_id=int(tokenizer.pad_token_id),
+        max_length=max_length,
+        special_token_ids=sorted(int(i) for i in tokenizer.all_special_ids),
+    )
+
+
+def exporter_versions() -> dict[str, str]:
+    return {
+        "torch": str(torch.__version__),
+        "transformers": _version("transformers"),
+        "onnx": _version("onnx"),
+        "python": platform.python_version(),
+    }
 
 
 def _version(package: str) -> str:

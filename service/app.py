@@ -16,12 +16,14 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from service import __version__
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.search import SearchController
+from service.api.similarity import SimilarityController
 from service.api.system import health, service_info
 from service.encoders.base import InferenceEngine
 from service.logs import configure_logging, get_logger
 from service.runtime import build_runtime
 from service.search import SearchService
 from service.settings import Settings, load_settings
+from service.similarity import SimilarityService
 
 log = get_logger("service.http")
 
@@ -61,6 +63,10 @@ def provide_search(state: State) -> SearchService:
     return state.search
 
 
+def provide_similarity(state: State) -> SimilarityService:
+    return state.similarity
+
+
 def create_app(settings: Settings | None = None, *, engine: InferenceEngine | None = None) -> Litestar:
     """Build the app. `engine` replaces the configured one (tests run the same app on either engine)."""
     settings = settings or load_settings()
@@ -71,6 +77,7 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
         runtime = await build_runtime(settings, engine)
         app.state.runtime = runtime
         app.state.search = SearchService(runtime)
+        app.state.similarity = SimilarityService(runtime)
         log.info(
             "started",
             engine=runtime.engine.name,
@@ -85,9 +92,13 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
             log.info("stopped")
 
     return Litestar(
-        route_handlers=[service_info, health, SearchController],
+        route_handlers=[service_info, health, SearchController, SimilarityController],
         lifespan=[lifespan],
-        dependencies={"search": Provide(provide_search, sync_to_thread=False)},
+        dependencies={
+            "search": Provide(provide_search, sync_to_thread=False),
+            "similarity": Provide(provide_similarity, sync_to_thread=False),
+        },
+        request_max_body_size=settings.request_max_body_bytes,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[access_log],
         openapi_config=OpenAPIConfig(

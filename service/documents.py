@@ -23,6 +23,9 @@ AnimeId = Annotated[
 ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 Url = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://")]
 Tags = Annotated[list[ShortText], msgspec.Meta(max_length=200)]
+# base64 or a data: URL. Deliberately no length bound here: the image decoder measures it first and
+# answers 413 (too large), which is the honest status, where a schema bound would say 422.
+ImageData = Annotated[str, msgspec.Meta(description="base64 or data: URL of a JPEG, PNG or WebP")]
 
 AnimeType = Literal["TV", "MOVIE", "OVA", "ONA", "SPECIAL", "MUSIC", "UNKNOWN"]
 AnimeStatus = Literal["FINISHED", "ONGOING", "UPCOMING", "UNKNOWN"]
@@ -53,15 +56,27 @@ class AnimeDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     picture: Url | None = None
     thumbnail: Url | None = None
     sources: Annotated[list[Url], msgspec.Meta(max_length=50)] = []
+    # Image content to embed (not stored): the cover and a small thumbnail, as base64 or data URLs.
+    picture_data: ImageData | None = None
+    thumbnail_data: ImageData | None = None
 
 
 def point_id(anime_id: str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, anime_id))
 
 
+IMAGE_DATA_FIELDS = ("picture_data", "thumbnail_data")
+
+
 def to_payload(doc: AnimeDocument) -> dict:
-    """Payload stored beside the vectors: every field present (None included), so filters see them."""
-    return msgspec.structs.asdict(doc)
+    """Payload stored beside the vectors: every field present (None included), so filters see them.
+
+    Image bytes are embedded, never stored: the payload keeps the URLs.
+    """
+    payload = msgspec.structs.asdict(doc)
+    for name in IMAGE_DATA_FIELDS:
+        payload.pop(name, None)
+    return payload
 
 
 def decode_documents(data: bytes) -> list[AnimeDocument]:

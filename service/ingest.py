@@ -12,14 +12,15 @@ import datetime as dt
 import sys
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
 from service.documents import AnimeDocument, decode_documents, to_payload
+from service.image_sources import SLOTS, ImageProblem, ImageResolver, ResolvedImages
 from service.progress import counter
-from service.runtime import TEXT_SPARSE_VECTOR, TEXT_VECTOR, Runtime, build_runtime
+from service.runtime import IMAGE_VECTORS, TEXT_SPARSE_VECTOR, TEXT_VECTOR, Runtime, build_runtime
 from service.settings import load_settings
 from service.store.qdrant_store import StoredPoint
 from service.text_compose import compose_text
@@ -31,6 +32,7 @@ class IngestReport:
     upserted: int
     skipped: int
     seconds: float
+    image_problems: list[ImageProblem] = field(default_factory=list)
 
     @property
     def per_minute(self) -> float:
@@ -46,19 +48,46 @@ def _batches(items: Sequence[AnimeDocument], size: int) -> Iterable[Sequence[Ani
         yield items[start : start + size]
 
 
-async def embed_points(runtime: Runtime, documents: Sequence[AnimeDocument]) -> list[StoredPoint]:
-    """Vectors and payload for each document, stamped with the model version that made them."""
+async def embed_points(
+    runtime: Runtime, documents: Sequence[AnimeDocument], images: ImageResolver | None = None
+) -> tuple[list[StoredPoint], list[ImageProblem]]:
+    """Vectors and payload for each document, stamped with the model version that made them.
+
+    Pictures are embedded when the image model is deployed and a picture is available; an anime
+    without one gets no picture vector (absent, never zero) and the problem is reported.
+    """
     embeddings = await runtime.text.encode([compose_text(d) for d in documents])
+    resolved = ResolvedImages()
+    if runtime.image is not None:
+        resolved = await (images or ImageResolver()).resolve(documents)
+    image_vectors: dict[tuple[str, str], list[float]] = {}
+    if runtime.image is not None:
+        slots = [
+            (anime_id, slot, image)
+            for anime_id, found in resolved.images.items()
+            for slot, image in found.items()
+        ]
+        encoded = await runtime.image.encode([image for _, _, image in slots])
+        image_vectors = {(anime_id, slot): encoded[i].tolist() for i, (anime_id, slot, _) in enumerate(slots)}
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    version = runtime.text.manifest.model_version
+    versions = {"text": runtime.text.manifest.model_version}
+    if runtime.image is not None:
+        versions["image"] = runtime.image.manifest.model_version
     points = []
     for row, doc in enumerate(documents):
         vectors: dict = {TEXT_VECTOR: embeddings.dense[row].tolist()}
         if embeddings.sparse is not None and len(embeddings.sparse[row]):
             vectors[TEXT_SPARSE_VECTOR] = embeddings.sparse[row]
-        payload = to_payload(doc) | {"model_version": version, "updated_at": stamp}
+        for slot, name in zip(SLOTS, IMAGE_VECTORS, strict=True):
+            if (doc.anime_id, slot) in image_vectors:
+                vectors[name] = image_vectors[(doc.anime_id, slot)]
+        payload = to_payload(doc) | {
+            "model_version": versions["text"],
+            "model_versions": versions,
+            "updated_at": stamp,
+        }
         points.append(StoredPoint(anime_id=doc.anime_id, vectors=vectors, payload=payload))
-    return points
+    return points, resolved.problems
 
 
 async def ingest(
@@ -68,10 +97,12 @@ async def ingest(
     batch_size: int = 64,
     skip_existing: bool = False,
     progress: bool = True,
+    images: ImageResolver | None = None,
 ) -> IngestReport:
     loop = asyncio.get_running_loop()
     started = loop.time()
     upserted = skipped = 0
+    problems: list[ImageProblem] = []
     reporter = counter("ingest", len(documents), unit="anime") if progress else nullcontext(_silent)
     with reporter as advance:
         for batch in _batches(documents, batch_size):
@@ -81,10 +112,12 @@ async def ingest(
                 todo = [d for d in todo if d.anime_id not in present]
                 skipped += len(batch) - len(todo)
             if todo:
-                await runtime.store.upsert(await embed_points(runtime, todo))
+                points, batch_problems = await embed_points(runtime, todo, images)
+                await runtime.store.upsert(points)
+                problems += batch_problems
                 upserted += len(todo)
             advance(len(batch))
-    return IngestReport(len(documents), upserted, skipped, loop.time() - started)
+    return IngestReport(len(documents), upserted, skipped, loop.time() - started, problems)
 
 
 def _load(args: argparse.Namespace) -> list[AnimeDocument]:
@@ -109,6 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--skip-existing", action="store_true", help="do not re-embed anime already in the store (resume)"
         )
+        sub.add_argument(
+            "--images",
+            type=Path,
+            default=None,
+            help="folder with <anime_id>.picture.jpg / <anime_id>.thumbnail.jpg",
+        )
+        sub.add_argument(
+            "--fetch-images",
+            action="store_true",
+            help="download picture/thumbnail URLs (10 s timeout, 10 MB cap)",
+        )
     return parser
 
 
@@ -117,7 +161,10 @@ async def _run(args: argparse.Namespace) -> IngestReport:
     documents = _load(args)
     runtime = await build_runtime(settings)
     try:
-        return await ingest(runtime, documents, batch_size=args.batch_size, skip_existing=args.skip_existing)
+        resolver = ImageResolver(images_dir=args.images, fetch_urls=args.fetch_images)
+        return await ingest(
+            runtime, documents, batch_size=args.batch_size, skip_existing=args.skip_existing, images=resolver
+        )
     finally:
         await runtime.close()
 
@@ -131,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(
         f"ingested {report.upserted} of {report.documents} anime ({report.skipped} already present) "
-        f"in {report.seconds:.1f}s ({report.per_minute:.0f}/min)"
+        f"in {report.seconds:.1f}s ({report.per_minute:.0f}/min); {len(report.image_problems)} image problems"
     )
+    for problem in report.image_problems[:20]:
+        print(f"  {problem.anime_id} {problem.slot}: {problem.code}: {problem.message}", file=sys.stderr)
     return 0
 
 

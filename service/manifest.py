@@ -11,6 +11,8 @@ from typing import Literal
 
 import msgspec
 
+from service.images import ImageSpec
+
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
 
@@ -44,6 +46,9 @@ class ModelManifest(msgspec.Struct, kw_only=True, frozen=True):
     normalized: bool = True
     has_sparse: bool = False
     tokenizer: TokenizerSpec | None = None
+    image: ImageSpec | None = None
+    # Models exported together from one CLIP-style checkpoint share a space; text_embedder has its own.
+    embedding_space: str | None = None
     onnx_file: str = "model.onnx"
     opset: int
     inputs: list[TensorSpec]
@@ -63,6 +68,11 @@ class ModelManifest(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
+
+    @property
+    def dense_output(self) -> str:
+        """The embedding output (`dense` for text_embedder, `embeds` for CLIP towers)."""
+        return next(name for name in self.output_names if name != "sparse")
 
 
 class ManifestError(RuntimeError):

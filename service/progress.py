@@ -29,7 +29,7 @@ def counter(title: str, total: int, unit: str = "item") -> Iterator[Callable[[in
     started = time.monotonic()
     next_report = 0.1
     if not interactive:
-        print(f"[{title}] starting: {total} {unit}s", file=sys.stderr, flush=True)
+        print(f"[{title}] starting: {total} {unit}", file=sys.stderr, flush=True)
 
     def advance(n: int) -> None:
         nonlocal done, next_report

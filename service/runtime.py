@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from service.encoders.base import InferenceEngine
+from service.encoders.image import ImageEncoder
 from service.encoders.text import TextEncoder
-from service.manifest import TEXT_EMBEDDER, ModelManifest, load_manifest
+from service.manifest import (
+    CLIP_TEXT_EMBEDDER,
+    IMAGE_EMBEDDER,
+    TEXT_EMBEDDER,
+    ManifestError,
+    ModelManifest,
+    has_role,
+    load_manifest,
+)
 from service.settings import Settings
 from service.store.qdrant_store import AnimeStore, VectorSchema
 
 TEXT_VECTOR = "text"
 TEXT_SPARSE_VECTOR = "text_sparse"
+PICTURE_VECTOR = "picture"
+THUMBNAIL_VECTOR = "thumbnail"
+IMAGE_VECTORS = (PICTURE_VECTOR, THUMBNAIL_VECTOR)
 
 
 @dataclass
@@ -21,6 +34,8 @@ class Runtime:
     text: TextEncoder
     store: AnimeStore
     manifests: dict[str, ModelManifest] = field(default_factory=dict)
+    image: ImageEncoder | None = None
+    clip_text: TextEncoder | None = None
 
     async def close(self) -> None:
         await self.engine.close()
@@ -29,36 +44,60 @@ class Runtime:
 
 def vector_schema(manifests: dict[str, ModelManifest], distance: str) -> VectorSchema:
     text = manifests[TEXT_EMBEDDER]
+    dense = {TEXT_VECTOR: text.dim}
+    if IMAGE_EMBEDDER in manifests:
+        dense |= dict.fromkeys(IMAGE_VECTORS, manifests[IMAGE_EMBEDDER].dim)
     return VectorSchema(
-        dense={TEXT_VECTOR: text.dim},
-        sparse=[TEXT_SPARSE_VECTOR] if text.has_sparse else [],
-        distance=distance,
+        dense=dense, sparse=[TEXT_SPARSE_VECTOR] if text.has_sparse else [], distance=distance
     )
 
 
-def build_engine(settings: Settings, graphs: dict[str, ModelManifest]) -> InferenceEngine:
+def load_manifests(repository: Path) -> dict[str, tuple[ModelManifest, Path]]:
+    """text_embedder (required), image_embedder and clip_text_embedder (optional, one shared space)."""
+    found = {TEXT_EMBEDDER: load_manifest(repository, TEXT_EMBEDDER)}
+    for role in (IMAGE_EMBEDDER, CLIP_TEXT_EMBEDDER):
+        if has_role(repository, role):
+            found[role] = load_manifest(repository, role)
+    if CLIP_TEXT_EMBEDDER in found and IMAGE_EMBEDDER not in found:
+        raise ManifestError(
+            f"{repository} has {CLIP_TEXT_EMBEDDER} but no {IMAGE_EMBEDDER}: export both with `export clip`"
+        )
+    if CLIP_TEXT_EMBEDDER in found:
+        spaces = {found[r][0].embedding_space for r in (IMAGE_EMBEDDER, CLIP_TEXT_EMBEDDER)}
+        if len(spaces) != 1:
+            raise ManifestError(
+                f"{IMAGE_EMBEDDER} and {CLIP_TEXT_EMBEDDER} come from different exports "
+                f"({sorted(map(str, spaces))}): their vectors would not share a space; export them together"
+            )
+    return found
+
+
+def build_engine(settings: Settings, models: dict[str, tuple[ModelManifest, Path]]) -> InferenceEngine:
     if settings.encoder_engine == "triton":
         from service.encoders.triton_engine import TritonEngine
 
         return TritonEngine(settings.triton_url, settings.triton_protocol, settings.triton_timeout_s)
     from service.encoders.onnx_engine import OnnxRuntimeEngine
 
-    paths = {}
-    for role, manifest in graphs.items():
-        _, directory = load_manifest(settings.model_repository, role)
-        paths[role] = directory / manifest.onnx_file
+    paths = {role: directory / manifest.onnx_file for role, (manifest, directory) in models.items()}
     return OnnxRuntimeEngine(paths, threads=settings.ort_threads)
 
 
 async def build_runtime(settings: Settings, engine: InferenceEngine | None = None) -> Runtime:
     """Everything the service needs; raises ManifestError when no text model was exported."""
-    text_manifest, text_dir = load_manifest(settings.model_repository, TEXT_EMBEDDER)
-    manifests = {TEXT_EMBEDDER: text_manifest}
-    engine = engine or build_engine(settings, manifests)
+    models = load_manifests(settings.model_repository)
+    manifests = {role: manifest for role, (manifest, _) in models.items()}
+    engine = engine or build_engine(settings, models)
     refresh = getattr(engine, "refresh_model_info", None)
     if refresh is not None:
         await refresh(list(manifests))
+    text_manifest, text_dir = models[TEXT_EMBEDDER]
     text = TextEncoder(text_manifest, text_dir, engine, settings.text_max_tokens)
+    image = ImageEncoder(manifests[IMAGE_EMBEDDER], engine) if IMAGE_EMBEDDER in models else None
+    clip_text = None
+    if CLIP_TEXT_EMBEDDER in models:
+        clip_manifest, clip_dir = models[CLIP_TEXT_EMBEDDER]
+        clip_text = TextEncoder(clip_manifest, clip_dir, engine, settings.text_max_tokens)
     store = AnimeStore.open(
         vector_schema(manifests, settings.qdrant_distance),
         alias=settings.qdrant_collection,
@@ -67,4 +106,12 @@ async def build_runtime(settings: Settings, engine: InferenceEngine | None = Non
         path=settings.qdrant_path,
         timeout_s=settings.qdrant_timeout_s,
     )
-    return Runtime(settings=settings, engine=engine, text=text, store=store, manifests=manifests)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        text=text,
+        store=store,
+        manifests=manifests,
+        image=image,
+        clip_text=clip_text,
+    )

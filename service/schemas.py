@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from service.documents import AnimeId, AnimeStatus, AnimeType, Season
+from service.documents import AnimeId, AnimeStatus, AnimeType, ImageData, Season
 
 GenreName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=100, description="How many results to return (1..100).")]
@@ -35,19 +35,93 @@ class SearchFilters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError("year_min must not exceed year_max")
 
 
+Query = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=2000,
+        description="Natural-language query.",
+        examples=["giant robots and angels"],
+    ),
+]
+Image = Annotated[
+    ImageData,
+    msgspec.Meta(
+        min_length=1,
+        description="JPEG, PNG or WebP as base64 or a data: URL; at most 10 MB once decoded.",
+    ),
+]
+Weight = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+TextMode = Literal["dense", "hybrid"]
+Ranking = Literal["weighted", "rrf", "dbsf"]
+SimilarityKind = Literal["anime", "visual", "vector"]
+
+
 class SearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    query: Annotated[
-        str,
-        msgspec.Meta(
-            min_length=1,
-            max_length=2000,
-            description="Natural-language query.",
-            examples=["giant robots and angels"],
-        ),
-    ]
+    query: Query
     limit: Limit = 10
     filters: SearchFilters | None = None
     score_threshold: ScoreThreshold | None = None
+    text_mode: Annotated[
+        TextMode | None,
+        msgspec.Meta(
+            description="dense, or hybrid = dense + BGE-m3 sparse fused by RRF (default where available)."
+        ),
+    ] = None
+
+
+class ImageSearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    image: Image
+    limit: Limit = 10
+    filters: SearchFilters | None = None
+    score_threshold: ScoreThreshold | None = None
+
+
+class MultimodalSearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    query: Query | None = None
+    image: Image | None = None
+    text_weight: Weight = 0.5
+    image_weight: Weight = 0.5
+    ranking: Annotated[
+        Ranking,
+        msgspec.Meta(
+            description="weighted: min-max normalised scores, weighted sum; rrf: weighted reciprocal rank "
+            "fusion; dbsf: distribution-based score fusion, weighted."
+        ),
+    ] = "weighted"
+    limit: Limit = 10
+    filters: SearchFilters | None = None
+    score_threshold: (
+        Annotated[float, msgspec.Meta(ge=0.0, le=1.0, description="On the fused score.")] | None
+    ) = None
+
+    def __post_init__(self) -> None:
+        if self.query is None and self.image is None:
+            raise ValueError("give a query, an image, or both")
+        if self.text_weight == 0 and self.image_weight == 0:
+            raise ValueError("text_weight and image_weight cannot both be 0")
+
+
+class SimilarityBatchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    anime_ids: Annotated[list[AnimeId], msgspec.Meta(min_length=1, max_length=50)]
+    kind: SimilarityKind = "vector"
+    limit: Limit = 10
+    filters: SearchFilters | None = None
+    score_threshold: ScoreThreshold | None = None
+
+
+class VectorMatch(msgspec.Struct, kw_only=True):
+    vector: str
+    score: float
+    rank: int
+
+
+class Explanation(msgspec.Struct, kw_only=True):
+    vectors: list[VectorMatch]
+    part_scores: dict[str, float] | None = None
+    shared_genres: list[str] = []
+    shared_themes: list[str] = []
+    shared_tags: list[str] = []
 
 
 class AnimeResult(msgspec.Struct, kw_only=True):
@@ -68,6 +142,7 @@ class AnimeResult(msgspec.Struct, kw_only=True):
     picture: str | None = None
     thumbnail: str | None = None
     sources: list[str] = []
+    explanation: Explanation | None = None
 
 
 class QueryInfo(msgspec.Struct, kw_only=True):
@@ -78,12 +153,38 @@ class QueryInfo(msgspec.Struct, kw_only=True):
     took_ms: float
     tokens: int | None = None
     truncated: bool = False
+    mode: str | None = None
+    ranking: str | None = None
+    weights: dict[str, float] | None = None
+    vectors: list[str] = []
+    degraded: list[str] = []
 
 
 class SearchResponse(msgspec.Struct, kw_only=True):
     results: list[AnimeResult]
     total: int
     query_info: QueryInfo
+
+
+class SimilarityResponse(msgspec.Struct, kw_only=True):
+    anime_id: AnimeId
+    kind: SimilarityKind
+    results: list[AnimeResult]
+    total: int
+    query_info: QueryInfo
+
+
+class SimilarityBatchItem(msgspec.Struct, kw_only=True):
+    anime_id: AnimeId
+    status_code: int
+    results: list[AnimeResult] = []
+    error: ErrorBody | None = None
+
+
+class SimilarityBatchResponse(msgspec.Struct, kw_only=True):
+    kind: SimilarityKind
+    results: list[SimilarityBatchItem]
+    took_ms: float
 
 
 class AnimeRecord(msgspec.Struct, kw_only=True):

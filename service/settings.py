@@ -31,6 +31,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     ort_threads: Annotated[int, msgspec.Meta(ge=0)] = 0
     text_max_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
 
+    # Search
+    text_search_mode: Literal["dense", "hybrid"] = "hybrid"
+    fusion_candidates: Annotated[int, msgspec.Meta(ge=10, le=1000)] = 100
+    image_max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 10 * 1024 * 1024
+    image_max_pixels: Annotated[int, msgspec.Meta(ge=4096)] = 40_000_000
+
     # Store
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
@@ -43,7 +49,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     service_host: str = "127.0.0.1"
     service_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    max_query_chars: Annotated[int, msgspec.Meta(ge=1)] = 2000
+    request_max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024
 
     @property
     def store_engine(self) -> str:

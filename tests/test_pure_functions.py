@@ -52,7 +52,7 @@ def test_filters_translate_to_fixed_keys_with_user_values_only_as_values():
     assert keys == ["genres", "year", "type", "status"]
     assert built.must[0].match == models.MatchAny(any=["Mecha", "Sci-Fi"])  # type: ignore[index,union-attr]
     assert built.must[1].range == models.Range(gte=1990, lte=1999)  # type: ignore[index,union-attr]
-    assert built.must_not[0].key == "anime_id"  # type: ignore[index,union-attr]
+    assert built.must_not[0].has_id == [point_id("x")]  # type: ignore[index,union-attr]
     assert build_filter(None) is None
     assert build_filter(SearchFilters()) is None
 

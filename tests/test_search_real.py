@@ -119,7 +119,8 @@ async def test_ingest_through_triton_writes_the_same_vectors(
         )
         runtime = await build_runtime(real_settings(minilm_repository, tmp_path / engine, **overrides))
         try:
-            vectors[engine] = np.array([p.vectors["text"] for p in await embed_points(runtime, sample)])
+            points, _ = await embed_points(runtime, sample)
+            vectors[engine] = np.array([p.vectors["text"] for p in points])
         finally:
             await runtime.close()
     np.testing.assert_allclose(vectors["onnx"], vectors["triton"], atol=1e-5)

@@ -14,7 +14,7 @@ from export import triton_config
 from service.encoders.onnx_engine import OnnxRuntimeEngine
 from service.encoders.triton_engine import TritonEngine
 from service.errors import DependencyUnavailable
-from service.manifest import TEXT_EMBEDDER, load_manifest
+from service.manifest import CLIP_TEXT_EMBEDDER, IMAGE_EMBEDDER, TEXT_EMBEDDER, load_manifest
 from service.triton_local.launcher import free_port, prepare_cpu_repository
 from tests.conftest import TINY_ROLE
 
@@ -44,7 +44,7 @@ def _feed(rows: int, length: int, seed: int) -> dict[str, np.ndarray]:
 
 def test_cpu_repository_keeps_scheduling_and_switches_to_the_python_backend(minilm_repository, tmp_path):
     names = prepare_cpu_repository(minilm_repository, tmp_path)
-    assert sorted(names) == sorted([TEXT_EMBEDDER, TINY_ROLE])
+    assert sorted(names) == sorted([TEXT_EMBEDDER, TINY_ROLE, IMAGE_EMBEDDER, CLIP_TEXT_EMBEDDER])
     original = triton_config.read_config(minilm_repository / TEXT_EMBEDDER)
     derived = triton_config.read_config(tmp_path / TEXT_EMBEDDER)
     assert derived.backend == "python"

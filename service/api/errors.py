@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, SerializationException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
@@ -60,6 +61,11 @@ def _summary(details: Any) -> str | None:
     return None
 
 
+def _msgspec_validation(_: Request, exc: msgspec.ValidationError) -> Response:
+    # Raised when a handler validates query parameters through a struct (e.g. similarity filters).
+    return error_response(422, "validation_error", str(exc))
+
+
 def _http_error(_: Request, exc: HTTPException) -> Response:
     if isinstance(exc.__cause__, SerializationException):
         return error_response(400, "malformed_json", f"request body is not valid JSON: {exc.detail}")
@@ -77,6 +83,7 @@ def _unexpected(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS = {
     ServiceError: _service_error,
+    msgspec.ValidationError: _msgspec_validation,
     ValidationException: _validation_error,
     NotFoundException: _http_error,
     HTTPException: _http_error,

@@ -6,15 +6,21 @@ from typing import Annotated, ClassVar
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody, PathParameter
 
 from service.api.errors import error_responses
-from service.schemas import AnimeRecord, SearchRequest, SearchResponse
+from service.schemas import (
+    AnimeRecord,
+    ImageSearchRequest,
+    MultimodalSearchRequest,
+    SearchRequest,
+    SearchResponse,
+)
 from service.search import SearchService
 
 AnimeIdPath = Annotated[
     str,
-    Parameter(
+    PathParameter(
         min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$", description="Anime id."
     ),
 ]
@@ -34,6 +40,28 @@ class SearchController(Controller):
         self, data: JSONBody[SearchRequest], search: NamedDependency[SearchService]
     ) -> SearchResponse:
         return await search.search_text(data)
+
+    @post(
+        "/image",
+        status_code=200,
+        summary="Search anime by a picture (cover art, screenshot): picture and thumbnail vectors, fused",
+        responses=error_responses(400, 413, 415, 422, 502, 503),
+    )
+    async def search_image(
+        self, data: JSONBody[ImageSearchRequest], search: NamedDependency[SearchService]
+    ) -> SearchResponse:
+        return await search.search_image(data)
+
+    @post(
+        "/multimodal",
+        status_code=200,
+        summary="Search by text and/or picture with weights; a missing part falls back to the other",
+        responses=error_responses(400, 413, 415, 422, 502, 503),
+    )
+    async def search_multimodal(
+        self, data: JSONBody[MultimodalSearchRequest], search: NamedDependency[SearchService]
+    ) -> SearchResponse:
+        return await search.search_multimodal(data)
 
     @get(
         "/by-id/{anime_id:str}",

@@ -30,7 +30,8 @@ class TextEncoder:
         self.manifest = manifest
         self.engine = engine
         self.tokenizer = TextTokenizer(directory, manifest.tokenizer, max_tokens)
-        self.outputs = ["dense"] + (["sparse"] if manifest.has_sparse else [])
+        self.dense_output = manifest.dense_output
+        self.outputs = [self.dense_output] + (["sparse"] if manifest.has_sparse else [])
 
     @property
     def role(self) -> str:
@@ -60,7 +61,7 @@ class TextEncoder:
             rows = order[start : start + chunk]
             batch = self.tokenizer.encode([texts[i] for i in rows])
             result = await self.engine.infer(self.role, batch.as_inputs(), self.outputs)
-            dense[rows] = result["dense"]
+            dense[rows] = result[self.dense_output]
             if self.manifest.has_sparse:
                 weights = lexical_weights(
                     batch.input_ids, result["sparse"], batch.attention_mask, self.tokenizer.special_token_ids

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from qdrant_client import models
 
+from service.documents import point_id
 from service.schemas import SearchFilters
 
 # Payload fields that get an index on a Qdrant server, and their schema.
@@ -50,7 +51,8 @@ def build_filter(
             must.append(_any_of("status", filters.status))
     must_not: list[models.Condition] = []
     if exclude_anime_ids:
-        must_not.append(_any_of("anime_id", exclude_anime_ids))
+        # By point id, not payload: exclusion works even for points written without an anime_id field.
+        must_not.append(models.HasIdCondition(has_id=[point_id(a) for a in exclude_anime_ids]))
     if not must and not must_not:
         return None
     return models.Filter(must=must or None, must_not=must_not or None)

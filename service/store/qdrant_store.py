@@ -20,7 +20,10 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from service.documents import point_id
 from service.encoders.sparse import SparseVector
 from service.errors import DependencyUnavailable, ModelMismatch
+from service.fusion import DEFAULT_RRF_K
 from service.store.filters import PAYLOAD_INDEXES
+
+RRF_K = int(DEFAULT_RRF_K)
 
 _DISTANCES = {
     "cosine": models.Distance.COSINE,
@@ -53,10 +56,34 @@ class Hit:
     vectors: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class VectorQuery:
+    """One nearest-neighbour query against one named vector."""
+
+    using: str
+    vector: Sequence[float] | SparseVector
+    limit: int
+    query_filter: models.Filter | None = None
+    score_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    anime_id: str
+    payload: dict[str, Any]
+    vectors: dict[str, list[float] | SparseVector]
+
+
 def _to_qdrant_vector(value: Sequence[float] | SparseVector) -> Any:
     if isinstance(value, SparseVector):
         return models.SparseVector(indices=value.indices, values=value.values)
     return [float(x) for x in value]
+
+
+def _from_qdrant_vector(value: Any) -> list[float] | SparseVector:
+    if isinstance(value, models.SparseVector):
+        return SparseVector(list(value.indices), list(value.values))
+    return list(value)
 
 
 class AnimeStore:
@@ -219,32 +246,101 @@ class AnimeStore:
         query_filter: models.Filter | None = None,
         score_threshold: float | None = None,
     ) -> list[Hit]:
+        (hits,) = await self.search_many(
+            [VectorQuery(vector_name, query, limit, query_filter, score_threshold)]
+        )
+        return hits
+
+    async def search_many(self, queries: Sequence[VectorQuery]) -> list[list[Hit]]:
+        """Several nearest-neighbour queries in one round trip (Qdrant's batch query API)."""
         await self.ensure_ready()
+        if not queries:
+            return []
+        requests = [
+            models.QueryRequest(
+                query=_to_qdrant_vector(q.vector),
+                using=q.using,
+                limit=q.limit,
+                filter=q.query_filter,
+                score_threshold=q.score_threshold,
+                with_payload=True,
+            )
+            for q in queries
+        ]
+        responses = await self._guard(
+            self._client.query_batch_points(self.alias, requests=requests), "batch search"
+        )
+        return [[_hit(p) for p in response.points] for response in responses]
+
+    async def search_fused(
+        self,
+        queries: Sequence[VectorQuery],
+        *,
+        fusion: str,
+        limit: int,
+        query_filter: models.Filter | None = None,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
+        """Fuse several named-vector queries inside Qdrant (Query API: prefetch + RRF or DBSF)."""
+        await self.ensure_ready()
+        if len(queries) == 1:
+            q = queries[0]
+            return await self.search(
+                q.using, q.vector, limit=limit, query_filter=query_filter, score_threshold=score_threshold
+            )
+        prefetch = [
+            models.Prefetch(
+                query=_to_qdrant_vector(q.vector), using=q.using, limit=q.limit, filter=q.query_filter
+            )
+            for q in queries
+        ]
+        # k=60 like the façade's fusion (service/fusion.py), not Qdrant's default 2: agreement between
+        # lists should beat a single list's top hit, and both paths must rank alike.
+        query: Any = (
+            models.RrfQuery(rrf=models.Rrf(k=RRF_K))
+            if fusion == "rrf"
+            else models.FusionQuery(fusion=models.Fusion.DBSF)
+        )
         response = await self._guard(
             self._client.query_points(
                 self.alias,
-                query=_to_qdrant_vector(query),
-                using=vector_name,
+                prefetch=prefetch,
+                query=query,
                 limit=limit,
                 query_filter=query_filter,
                 score_threshold=score_threshold,
                 with_payload=True,
             ),
-            "search",
+            "fused search",
         )
         return [_hit(p) for p in response.points]
 
-    async def get(self, anime_id: str) -> Hit | None:
+    async def get_many(self, anime_ids: Sequence[str], with_vectors: bool = True) -> dict[str, StoredRecord]:
+        """Records of the ids that exist (one round trip); absent ids are simply missing."""
         await self.ensure_ready()
+        if not anime_ids:
+            return {}
+        wanted = {point_id(a): a for a in anime_ids}
         records = await self._guard(
-            self._client.retrieve(self.alias, ids=[point_id(anime_id)], with_payload=True, with_vectors=True),
+            self._client.retrieve(self.alias, ids=list(wanted), with_payload=True, with_vectors=with_vectors),
             "retrieve",
         )
-        if not records:
+        found: dict[str, StoredRecord] = {}
+        for record in records:
+            anime_id = wanted.get(str(record.id), str((record.payload or {}).get("anime_id")))
+            vectors = record.vector if isinstance(record.vector, dict) else {}
+            found[anime_id] = StoredRecord(
+                anime_id=anime_id,
+                payload=record.payload or {},
+                vectors={name: _from_qdrant_vector(v) for name, v in vectors.items()},
+            )
+        return found
+
+    async def get(self, anime_id: str) -> Hit | None:
+        record = (await self.get_many([anime_id])).get(anime_id)
+        if record is None:
             return None
-        record = records[0]
-        names = sorted(record.vector) if isinstance(record.vector, dict) else []
-        return Hit(anime_id=anime_id, score=1.0, payload=record.payload or {}, vectors=names)
+        return Hit(anime_id=anime_id, score=1.0, payload=record.payload, vectors=sorted(record.vectors))
 
     async def count(self) -> int:
         await self.ensure_ready()

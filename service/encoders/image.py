@@ -1,0 +1,43 @@
+"""Image encoder: decoded pictures -> manifest-driven preprocessing -> engine -> embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from PIL import Image
+
+from service.encoders.base import InferenceEngine
+from service.images import preprocess_batch
+from service.manifest import ModelManifest
+
+
+class ImageEncoder:
+    def __init__(self, manifest: ModelManifest, engine: InferenceEngine) -> None:
+        if manifest.kind != "image" or manifest.image is None:
+            raise ValueError(f"{manifest.role} is not an image model")
+        self.manifest = manifest
+        self.spec = manifest.image
+        self.engine = engine
+        self.output = manifest.dense_output
+
+    @property
+    def role(self) -> str:
+        return self.manifest.role
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    async def encode(self, images: list[Image.Image]) -> np.ndarray:
+        """[len(images), dim] embeddings; resizing runs off the event loop (it is CPU work)."""
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        chunk = max(1, self.engine.max_batch_size(self.role))
+        out = np.zeros((len(images), self.dim), dtype=np.float32)
+        for start in range(0, len(images), chunk):
+            part = images[start : start + chunk]
+            pixels = await asyncio.to_thread(preprocess_batch, part, self.spec)
+            result = await self.engine.infer(self.role, {"pixel_values": pixels}, [self.output])
+            out[start : start + len(part)] = result[self.output]
+        return out
