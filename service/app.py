@@ -14,12 +14,15 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
+from service.admin import AdminService
+from service.api.admin import AdminController, provide_admin
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.search import SearchController
 from service.api.similarity import SimilarityController
 from service.api.system import health, service_info
 from service.encoders.base import InferenceEngine
 from service.logs import configure_logging, get_logger
+from service.reindex import Reindexer
 from service.runtime import build_runtime
 from service.search import SearchService
 from service.settings import Settings, load_settings
@@ -78,6 +81,8 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
         app.state.runtime = runtime
         app.state.search = SearchService(runtime)
         app.state.similarity = SimilarityService(runtime)
+        reindexer = Reindexer(runtime, batch_size=settings.reindex_batch_size)
+        app.state.admin = AdminService(runtime, reindexer)
         log.info(
             "started",
             engine=runtime.engine.name,
@@ -88,15 +93,17 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
         try:
             yield
         finally:
+            await reindexer.close()
             await runtime.close()
             log.info("stopped")
 
     return Litestar(
-        route_handlers=[service_info, health, SearchController, SimilarityController],
+        route_handlers=[service_info, health, SearchController, SimilarityController, AdminController],
         lifespan=[lifespan],
         dependencies={
             "search": Provide(provide_search, sync_to_thread=False),
             "similarity": Provide(provide_similarity, sync_to_thread=False),
+            "admin": Provide(provide_admin, sync_to_thread=False),
         },
         request_max_body_size=settings.request_max_body_bytes,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

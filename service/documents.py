@@ -36,6 +36,18 @@ Season = Literal["WINTER", "SPRING", "SUMMER", "FALL"]
 POINT_NAMESPACE = uuid.UUID("5f0c7a52-3b7e-4a8e-9a51-6d1f2e8c9b40")
 
 
+class SparseVectorIn(msgspec.Struct, forbid_unknown_fields=True):
+    indices: Annotated[list[Annotated[int, msgspec.Meta(ge=0)]], msgspec.Meta(max_length=65_536)]
+    values: Annotated[list[float], msgspec.Meta(max_length=65_536)]
+
+    def __post_init__(self) -> None:
+        if len(self.indices) != len(self.values):
+            raise ValueError("a sparse vector needs as many values as indices")
+
+
+ClientVector = Annotated[list[float], msgspec.Meta(min_length=1, max_length=65_536)] | SparseVectorIn
+
+
 class AnimeDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     anime_id: AnimeId
     title: ShortText
@@ -59,13 +71,16 @@ class AnimeDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Image content to embed (not stored): the cover and a small thumbnail, as base64 or data URLs.
     picture_data: ImageData | None = None
     thumbnail_data: ImageData | None = None
+    # Vectors computed by the client, by vector name; used as given when their dims fit the collection.
+    vectors: dict[str, ClientVector] | None = None
 
 
 def point_id(anime_id: str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, anime_id))
 
 
-IMAGE_DATA_FIELDS = ("picture_data", "thumbnail_data")
+# Inputs to embedding, never stored in the payload.
+EMBEDDING_INPUT_FIELDS = ("picture_data", "thumbnail_data", "vectors")
 
 
 def to_payload(doc: AnimeDocument) -> dict:
@@ -74,7 +89,7 @@ def to_payload(doc: AnimeDocument) -> dict:
     Image bytes are embedded, never stored: the payload keeps the URLs.
     """
     payload = msgspec.structs.asdict(doc)
-    for name in IMAGE_DATA_FIELDS:
+    for name in EMBEDDING_INPUT_FIELDS:
         payload.pop(name, None)
     return payload
 

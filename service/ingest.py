@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
-from service.documents import AnimeDocument, decode_documents, to_payload
-from service.image_sources import SLOTS, ImageProblem, ImageResolver, ResolvedImages
+from service.catalogue import ItemOutcome, put_documents
+from service.documents import AnimeDocument, decode_documents
+from service.image_sources import ImageProblem, ImageResolver
 from service.progress import counter
-from service.runtime import IMAGE_VECTORS, TEXT_SPARSE_VECTOR, TEXT_VECTOR, Runtime, build_runtime
+from service.runtime import Runtime, build_runtime
 from service.settings import load_settings
-from service.store.qdrant_store import StoredPoint
-from service.text_compose import compose_text
 
 
 @dataclass(frozen=True)
@@ -33,6 +31,7 @@ class IngestReport:
     skipped: int
     seconds: float
     image_problems: list[ImageProblem] = field(default_factory=list)
+    failed: list[ItemOutcome] = field(default_factory=list)
 
     @property
     def per_minute(self) -> float:
@@ -48,48 +47,6 @@ def _batches(items: Sequence[AnimeDocument], size: int) -> Iterable[Sequence[Ani
         yield items[start : start + size]
 
 
-async def embed_points(
-    runtime: Runtime, documents: Sequence[AnimeDocument], images: ImageResolver | None = None
-) -> tuple[list[StoredPoint], list[ImageProblem]]:
-    """Vectors and payload for each document, stamped with the model version that made them.
-
-    Pictures are embedded when the image model is deployed and a picture is available; an anime
-    without one gets no picture vector (absent, never zero) and the problem is reported.
-    """
-    embeddings = await runtime.text.encode([compose_text(d) for d in documents])
-    resolved = ResolvedImages()
-    if runtime.image is not None:
-        resolved = await (images or ImageResolver()).resolve(documents)
-    image_vectors: dict[tuple[str, str], list[float]] = {}
-    if runtime.image is not None:
-        slots = [
-            (anime_id, slot, image)
-            for anime_id, found in resolved.images.items()
-            for slot, image in found.items()
-        ]
-        encoded = await runtime.image.encode([image for _, _, image in slots])
-        image_vectors = {(anime_id, slot): encoded[i].tolist() for i, (anime_id, slot, _) in enumerate(slots)}
-    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    versions = {"text": runtime.text.manifest.model_version}
-    if runtime.image is not None:
-        versions["image"] = runtime.image.manifest.model_version
-    points = []
-    for row, doc in enumerate(documents):
-        vectors: dict = {TEXT_VECTOR: embeddings.dense[row].tolist()}
-        if embeddings.sparse is not None and len(embeddings.sparse[row]):
-            vectors[TEXT_SPARSE_VECTOR] = embeddings.sparse[row]
-        for slot, name in zip(SLOTS, IMAGE_VECTORS, strict=True):
-            if (doc.anime_id, slot) in image_vectors:
-                vectors[name] = image_vectors[(doc.anime_id, slot)]
-        payload = to_payload(doc) | {
-            "model_version": versions["text"],
-            "model_versions": versions,
-            "updated_at": stamp,
-        }
-        points.append(StoredPoint(anime_id=doc.anime_id, vectors=vectors, payload=payload))
-    return points, resolved.problems
-
-
 async def ingest(
     runtime: Runtime,
     documents: Sequence[AnimeDocument],
@@ -98,11 +55,14 @@ async def ingest(
     skip_existing: bool = False,
     progress: bool = True,
     images: ImageResolver | None = None,
+    on_batch: Callable[[list[str]], None] | None = None,
 ) -> IngestReport:
+    """Store `documents` in batches; `on_batch` hears each batch's ids once Qdrant acknowledged them."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     upserted = skipped = 0
     problems: list[ImageProblem] = []
+    failed: list[ItemOutcome] = []
     reporter = counter("ingest", len(documents), unit="anime") if progress else nullcontext(_silent)
     with reporter as advance:
         for batch in _batches(documents, batch_size):
@@ -112,12 +72,19 @@ async def ingest(
                 todo = [d for d in todo if d.anime_id not in present]
                 skipped += len(batch) - len(todo)
             if todo:
-                points, batch_problems = await embed_points(runtime, todo, images)
-                await runtime.store.upsert(points)
-                problems += batch_problems
-                upserted += len(todo)
+                report = await put_documents(runtime, todo, images=images, strict_images=False)
+                for item in report.items:
+                    problems += [
+                        ImageProblem(str(item.anime_id), w.field or "", w.code, w.message)
+                        for w in item.warnings
+                    ]
+                    if not item.stored:
+                        failed.append(item)
+                upserted += report.stored
+                if on_batch is not None:
+                    on_batch([str(item.anime_id) for item in report.items if item.stored])
             advance(len(batch))
-    return IngestReport(len(documents), upserted, skipped, loop.time() - started, problems)
+    return IngestReport(len(documents), upserted, skipped, loop.time() - started, problems, failed)
 
 
 def _load(args: argparse.Namespace) -> list[AnimeDocument]:
@@ -153,7 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="download picture/thumbnail URLs (10 s timeout, 10 MB cap)",
         )
+        sub.add_argument(
+            "--log-batches",
+            action="store_true",
+            help="print one JSON line per acknowledged batch (its anime ids) on stdout, for pipelines",
+        )
     return parser
+
+
+def _print_batch(anime_ids: list[str]) -> None:
+    sys.stdout.write(
+        msgspec.json.encode(
+            {"event": "batch_stored", "count": len(anime_ids), "anime_ids": anime_ids}
+        ).decode()
+        + "\n"
+    )
+    sys.stdout.flush()
 
 
 async def _run(args: argparse.Namespace) -> IngestReport:
@@ -163,7 +145,12 @@ async def _run(args: argparse.Namespace) -> IngestReport:
     try:
         resolver = ImageResolver(images_dir=args.images, fetch_urls=args.fetch_images)
         return await ingest(
-            runtime, documents, batch_size=args.batch_size, skip_existing=args.skip_existing, images=resolver
+            runtime,
+            documents,
+            batch_size=args.batch_size,
+            skip_existing=args.skip_existing,
+            images=resolver,
+            on_batch=_print_batch if args.log_batches else None,
         )
     finally:
         await runtime.close()

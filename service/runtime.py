@@ -18,7 +18,8 @@ from service.manifest import (
     load_manifest,
 )
 from service.settings import Settings
-from service.store.qdrant_store import AnimeStore, VectorSchema
+from service.store.qdrant_store import AnimeStore
+from service.store.types import VectorSchema
 
 TEXT_VECTOR = "text"
 TEXT_SPARSE_VECTOR = "text_sparse"
@@ -105,6 +106,7 @@ async def build_runtime(settings: Settings, engine: InferenceEngine | None = Non
         api_key=settings.qdrant_api_key,
         path=settings.qdrant_path,
         timeout_s=settings.qdrant_timeout_s,
+        params=settings.index_params(),
     )
     return Runtime(
         settings=settings,

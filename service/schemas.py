@@ -238,3 +238,91 @@ class ComponentHealth(msgspec.Struct, kw_only=True):
 class HealthResponse(msgspec.Struct, kw_only=True):
     status: str
     components: dict[str, ComponentHealth]
+
+
+# -- admin ------------------------------------------------------------------------------------------
+
+
+class UpsertRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    documents: Annotated[
+        list[dict[str, Any]],
+        msgspec.Meta(
+            min_length=1,
+            max_length=1000,
+            description="Anime documents (the ingest file format; optional picture_data/thumbnail_data "
+            "base64 and client-computed `vectors`). Each is validated on its own.",
+        ),
+    ]
+
+
+class ItemProblem(msgspec.Struct, kw_only=True):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class UpsertItemResult(msgspec.Struct, kw_only=True):
+    index: int
+    anime_id: str | None
+    status: Literal["stored", "failed"]
+    vectors: list[str] = []
+    errors: list[ItemProblem] = []
+    warnings: list[ItemProblem] = []
+
+
+class UpsertResponse(msgspec.Struct, kw_only=True):
+    stored: int
+    failed: int
+    items: list[UpsertItemResult]
+    model_versions: dict[str, str]
+    took_ms: float
+
+
+class DeleteResponse(msgspec.Struct, kw_only=True):
+    anime_id: str
+    deleted: bool
+
+
+class IndexParamsPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Index settings for the new collection; unset fields keep the service's configuration."""
+
+    hnsw_m: Annotated[int, msgspec.Meta(ge=4, le=128)] | None = None
+    hnsw_ef_construct: Annotated[int, msgspec.Meta(ge=4, le=2000)] | None = None
+    search_ef: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    quantization: Literal["none", "scalar", "binary"] | None = None
+    quantization_rescore: bool | None = None
+    quantization_oversampling: Annotated[float, msgspec.Meta(ge=1.0, le=16.0)] | None = None
+    on_disk_payload: bool | None = None
+    shards: Annotated[int, msgspec.Meta(ge=1, le=1024)] | None = None
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=16)] | None = None
+
+
+class ReindexRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    reembed: Annotated[
+        bool, msgspec.Meta(description="Re-embed every anime's text with the deployed text model.")
+    ] = False
+    index: IndexParamsPatch | None = None
+    keep_old: Annotated[bool, msgspec.Meta(description="Keep the previous collection after the swap.")] = (
+        False
+    )
+
+
+class ReindexJobView(msgspec.Struct, kw_only=True):
+    job_id: str
+    state: Literal["running", "succeeded", "failed", "cancelled"]
+    phase: str
+    reembed: bool
+    source: str | None
+    target: str | None
+    total: int
+    copied: int
+    reembedded: int
+    caught_up: int
+    dropped_vectors: dict[str, int]
+    progress: float
+    started_at: str
+    finished_at: str | None
+    seconds: float
+    error: str | None
+    params: dict[str, Any]
+    keep_old: bool

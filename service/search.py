@@ -27,7 +27,7 @@ from service.schemas import (
     SearchResponse,
 )
 from service.store.filters import build_filter
-from service.store.qdrant_store import Hit, VectorQuery
+from service.store.types import Hit, VectorQuery
 from service.text_compose import normalize_query
 
 _SYNOPSIS_SNIPPET = 500

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from service.store.params import IndexParams
+
 Engine = Literal["onnx", "triton"]
 TritonProtocol = Literal["grpc", "http"]
 Distance = Literal["cosine", "dot", "euclid"]
@@ -44,6 +46,19 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     qdrant_collection: str = "anime"
     qdrant_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     qdrant_distance: Distance = "cosine"
+    qdrant_hnsw_m: Annotated[int, msgspec.Meta(ge=4, le=128)] = 16
+    qdrant_hnsw_ef_construct: Annotated[int, msgspec.Meta(ge=4, le=2000)] = 100
+    qdrant_search_ef: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    qdrant_quantization: Literal["none", "scalar", "binary"] = "none"
+    qdrant_quantization_rescore: bool = True
+    qdrant_quantization_oversampling: Annotated[float, msgspec.Meta(ge=1.0, le=16.0)] = 2.0
+    qdrant_on_disk_payload: bool = False
+    qdrant_shards: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+    qdrant_replicas: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+
+    # Admin
+    admin_max_batch: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 256
+    reindex_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256
 
     # HTTP
     service_host: str = "127.0.0.1"
@@ -54,6 +69,19 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def store_engine(self) -> str:
         return "qdrant-server" if self.qdrant_url else "qdrant-local"
+
+    def index_params(self) -> IndexParams:
+        return IndexParams(
+            hnsw_m=self.qdrant_hnsw_m,
+            hnsw_ef_construct=self.qdrant_hnsw_ef_construct,
+            search_ef=self.qdrant_search_ef,
+            quantization=self.qdrant_quantization,
+            quantization_rescore=self.qdrant_quantization_rescore,
+            quantization_oversampling=self.qdrant_quantization_oversampling,
+            on_disk_payload=self.qdrant_on_disk_payload,
+            shards=self.qdrant_shards,
+            replicas=self.qdrant_replicas,
+        )
 
 
 def _env_name(field: str) -> str:

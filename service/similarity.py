@@ -26,7 +26,7 @@ from service.schemas import (
 )
 from service.search import to_result
 from service.store.filters import build_filter
-from service.store.qdrant_store import StoredRecord, VectorQuery
+from service.store.types import StoredRecord, VectorQuery
 
 KIND_VECTORS: dict[str, tuple[str, ...]] = {
     "anime": (TEXT_VECTOR, TEXT_SPARSE_VECTOR),

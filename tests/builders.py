@@ -213,3 +213,30 @@ def near_duplicate(image):
     cropped = image.crop((dx, dy, width - dx, height - dy))
     small = cropped.resize((int(cropped.width * 0.6), int(cropped.height * 0.6)), Image.BILINEAR)
     return Image.open(io.BytesIO(encode_image(small, "JPEG", quality=70))).convert("RGB")
+
+
+def build_clip_b32_shaped(directory: Path, *, seed: int = 0) -> Path:
+    """CLIP ViT-B/32's architecture (224 px, 12+12 layers, 512-d) with random weights.
+
+    Not for relevance: for latency, where only the amount of computation matters.
+    """
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_xlmr_tokenizer(
+        directory, max_length=77, special_tokens=("<pad>", "<s>", "<unk>", "<mask>", "</s>")
+    )
+    torch.manual_seed(seed)
+    text = {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    CLIPModel(CLIPConfig(text_config=text, vision_config={}, projection_dim=512)).eval().save_pretrained(
+        str(directory)
+    )
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(
+        str(directory)
+    )
+    return directory

@@ -14,7 +14,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.ingest import embed_points
+from service.catalogue import embed_documents
 from service.runtime import build_runtime
 from tests.conftest import copy_index, real_settings
 
@@ -119,7 +119,7 @@ async def test_ingest_through_triton_writes_the_same_vectors(
         )
         runtime = await build_runtime(real_settings(minilm_repository, tmp_path / engine, **overrides))
         try:
-            points, _ = await embed_points(runtime, sample)
+            points = await embed_documents(runtime, sample)
             vectors[engine] = np.array([p.vectors["text"] for p in points])
         finally:
             await runtime.close()

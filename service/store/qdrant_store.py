@@ -2,6 +2,9 @@
 
 qdrant-client gives the same API for its local mode (a folder, no server) and for a Qdrant server
 or cluster, so this class is the only place that knows which one is in use.
+
+While a reindex builds a new collection, writes go to the live collection and to that "shadow"
+too, so the swap loses nothing that was acknowledged in between.
 """
 
 from __future__ import annotations
@@ -9,19 +12,29 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from service.documents import point_id
 from service.encoders.sparse import SparseVector
-from service.errors import DependencyUnavailable, ModelMismatch
+from service.errors import DependencyUnavailable, ModelMismatch, ServiceError
 from service.fusion import DEFAULT_RRF_K
 from service.store.filters import PAYLOAD_INDEXES
+from service.store.params import IndexParams
+from service.store.types import (
+    Hit,
+    StoredPoint,
+    StoredRecord,
+    VectorQuery,
+    VectorSchema,
+    from_qdrant_vector,
+    to_qdrant_vector,
+)
 
 RRF_K = int(DEFAULT_RRF_K)
 
@@ -32,58 +45,25 @@ _DISTANCES = {
 }
 
 
-@dataclass(frozen=True)
-class VectorSchema:
-    """Named vectors the deployed models produce: dense name -> dim, plus sparse names."""
-
-    dense: Mapping[str, int]
-    sparse: Sequence[str] = ()
-    distance: str = "cosine"
+class NotSupported(ServiceError):
+    status_code = 501
+    code = "not_supported"
 
 
-@dataclass(frozen=True)
-class StoredPoint:
-    anime_id: str
-    vectors: Mapping[str, Sequence[float] | SparseVector]
-    payload: Mapping[str, Any]
+def _hit(point: models.ScoredPoint) -> Hit:
+    payload = point.payload or {}
+    return Hit(anime_id=str(payload.get("anime_id", point.id)), score=float(point.score), payload=payload)
 
 
-@dataclass(frozen=True)
-class Hit:
-    anime_id: str
-    score: float
-    payload: dict[str, Any]
-    vectors: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class VectorQuery:
-    """One nearest-neighbour query against one named vector."""
-
-    using: str
-    vector: Sequence[float] | SparseVector
-    limit: int
-    query_filter: models.Filter | None = None
-    score_threshold: float | None = None
-
-
-@dataclass(frozen=True)
-class StoredRecord:
-    anime_id: str
-    payload: dict[str, Any]
-    vectors: dict[str, list[float] | SparseVector]
-
-
-def _to_qdrant_vector(value: Sequence[float] | SparseVector) -> Any:
-    if isinstance(value, SparseVector):
-        return models.SparseVector(indices=value.indices, values=value.values)
-    return [float(x) for x in value]
-
-
-def _from_qdrant_vector(value: Any) -> list[float] | SparseVector:
-    if isinstance(value, models.SparseVector):
-        return SparseVector(list(value.indices), list(value.values))
-    return list(value)
+def _structs(points: Sequence[StoredPoint]) -> list[models.PointStruct]:
+    return [
+        models.PointStruct(
+            id=point_id(p.anime_id),
+            vector={name: to_qdrant_vector(v) for name, v in p.vectors.items()},
+            payload=dict(p.payload),
+        )
+        for p in points
+    ]
 
 
 class AnimeStore:
@@ -94,14 +74,21 @@ class AnimeStore:
         schema: VectorSchema,
         engine: str,
         location: str,
+        params: IndexParams | None = None,
     ) -> None:
         self._client = client
         self.alias = alias
         self.schema = schema
         self.engine = engine
         self.location = location
+        self.params = params or IndexParams()
         self._ready = False
         self._init_lock = asyncio.Lock()
+        # Reindex support: the collection being built, the ids written to it directly, and a lock
+        # that orders those writes against the copier's.
+        self.shadow: str | None = None
+        self.shadow_touched: set[str] = set()
+        self.shadow_lock = asyncio.Lock()
 
     @classmethod
     def open(
@@ -113,17 +100,23 @@ class AnimeStore:
         api_key: str | None = None,
         path: Path | None = None,
         timeout_s: float = 10.0,
+        params: IndexParams | None = None,
     ) -> AnimeStore:
         if url:
             client = AsyncQdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout_s)))
-            return cls(client, alias, schema, "qdrant-server", url)
+            return cls(client, alias, schema, "qdrant-server", url, params)
         folder = Path(path or "var/qdrant")
         folder.mkdir(parents=True, exist_ok=True)
-        return cls(AsyncQdrantClient(path=str(folder)), alias, schema, "qdrant-local", str(folder))
+        return cls(AsyncQdrantClient(path=str(folder)), alias, schema, "qdrant-local", str(folder), params)
 
     @property
     def is_local(self) -> bool:
         return self.engine == "qdrant-local"
+
+    @property
+    def _search_params(self) -> models.SearchParams | None:
+        # Local mode searches exactly (brute force) and warns about search params it ignores.
+        return None if self.is_local else self.params.search_params()
 
     async def _guard(self, awaitable: Any, action: str) -> Any:
         try:
@@ -147,14 +140,29 @@ class AnimeStore:
         async with self._init_lock:
             if self._ready:
                 return
-            collection = await self._resolve_alias()
+            collection = await self.live_collection()
             if collection is None:
-                await self._create(self._new_collection_name())
+                name = self.new_collection_name()
+                await self.create_collection(name, self.schema, self.params)
+                await self.point_alias(name)
             else:
-                await self._check_schema(collection)
+                problems = await self.schema_problems(collection, self.schema)
+                if problems:
+                    raise ModelMismatch(
+                        f"collection '{collection}' (alias '{self.alias}') does not fit the deployed models: "
+                        + "; ".join(problems)
+                        + '. Rebuild it with POST /api/v1/admin/reindex {"reembed": true}.',
+                        collection=collection,
+                        problems=problems,
+                    )
             self._ready = True
 
-    async def _resolve_alias(self) -> str | None:
+    def invalidate(self) -> None:
+        """Forget the schema check (after a swap); the next call re-checks."""
+        self._ready = False
+
+    async def live_collection(self) -> str | None:
+        """The collection behind the alias, without checking its schema (reindex reads any)."""
         aliases = await self._guard(self._client.get_aliases(), "listing aliases")
         for alias in aliases.aliases:
             if alias.alias_name == self.alias:
@@ -163,79 +171,123 @@ class AnimeStore:
         exists = await self._guard(self._client.collection_exists(self.alias), "checking collection")
         return self.alias if exists else None
 
-    def _new_collection_name(self) -> str:
+    def new_collection_name(self) -> str:
         return f"{self.alias}_{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d%H%M%S%f')}"
 
-    async def _create(self, name: str) -> None:
-        distance = _DISTANCES[self.schema.distance]
+    async def create_collection(self, name: str, schema: VectorSchema, params: IndexParams) -> None:
+        distance = _DISTANCES[schema.distance]
         await self._guard(
             self._client.create_collection(
                 collection_name=name,
                 vectors_config={
                     vector: models.VectorParams(size=dim, distance=distance)
-                    for vector, dim in self.schema.dense.items()
+                    for vector, dim in schema.dense.items()
                 },
-                sparse_vectors_config={vector: models.SparseVectorParams() for vector in self.schema.sparse}
+                sparse_vectors_config={vector: models.SparseVectorParams() for vector in schema.sparse}
                 or None,
+                hnsw_config=params.hnsw(),
+                quantization_config=params.quantization_config(),
+                on_disk_payload=params.on_disk_payload,
+                **(
+                    {}
+                    if self.is_local
+                    else {"shard_number": params.shards, "replication_factor": params.replicas}
+                ),
             ),
             "creating collection",
         )
         if not self.is_local:
             # Local mode has no payload indexes (it scans); a server needs them for fast filters.
-            for key, schema in PAYLOAD_INDEXES.items():
+            for key, field_schema in PAYLOAD_INDEXES.items():
                 await self._guard(
-                    self._client.create_payload_index(name, key, field_schema=schema, wait=True),
+                    self._client.create_payload_index(name, key, field_schema=field_schema, wait=True),
                     f"indexing {key}",
                 )
-        await self._guard(
-            self._client.update_collection_aliases(
-                change_aliases_operations=[
-                    models.CreateAliasOperation(
-                        create_alias=models.CreateAlias(collection_name=name, alias_name=self.alias)
-                    )
-                ]
-            ),
-            "creating alias",
-        )
 
-    async def _check_schema(self, collection: str) -> None:
+    async def point_alias(self, collection: str) -> str | None:
+        """Make the alias name `collection`, atomically (one aliases request); returns the old target."""
+        previous = await self.live_collection()
+        operations: list[Any] = []
+        if previous is not None and previous != self.alias:
+            operations.append(
+                models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.alias))
+            )
+        operations.append(
+            models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name=collection, alias_name=self.alias)
+            )
+        )
+        await self._guard(
+            self._client.update_collection_aliases(change_aliases_operations=operations), "alias swap"
+        )
+        self.invalidate()
+        return previous
+
+    async def drop_collection(self, name: str) -> None:
+        await self._guard(self._client.delete_collection(name), "deleting collection")
+
+    async def schema_problems(self, collection: str, schema: VectorSchema) -> list[str]:
         info = await self._guard(self._client.get_collection(collection), "reading collection")
         vectors = info.config.params.vectors
         existing = vectors if isinstance(vectors, dict) else {"": vectors}
         sparse_existing = info.config.params.sparse_vectors or {}
         problems = []
-        for name, dim in self.schema.dense.items():
+        for name, dim in schema.dense.items():
             params = existing.get(name)
             if params is None:
                 problems.append(f"vector '{name}' is missing")
             elif params.size != dim:
                 problems.append(f"vector '{name}' has {params.size} dims, the model gives {dim}")
-        problems += [
-            f"sparse vector '{n}' is missing" for n in self.schema.sparse if n not in sparse_existing
-        ]
-        if problems:
-            raise ModelMismatch(
-                f"collection '{collection}' (alias '{self.alias}') does not fit the deployed models: "
-                + "; ".join(problems)
-                + ". Re-embed into a new collection (reindex) or point QDRANT_COLLECTION elsewhere.",
-                collection=collection,
-                problems=problems,
-            )
+        problems += [f"sparse vector '{n}' is missing" for n in schema.sparse if n not in sparse_existing]
+        return problems
 
-    # -- data -----------------------------------------------------------------------------------
+    # -- writes ---------------------------------------------------------------------------------
 
     async def upsert(self, points: Sequence[StoredPoint]) -> None:
+        """Acknowledged only once Qdrant confirms the write (wait=True), live and shadow alike."""
         await self.ensure_ready()
-        structs = [
-            models.PointStruct(
-                id=point_id(p.anime_id),
-                vector={name: _to_qdrant_vector(v) for name, v in p.vectors.items()},
-                payload=dict(p.payload),
-            )
-            for p in points
-        ]
-        if structs:
-            await self._guard(self._client.upsert(self.alias, points=structs, wait=True), "upsert")
+        structs = _structs(points)
+        if not structs:
+            return
+        # Read the shadow before writing: a write that lands in the old collection must reach the new
+        # one even if the alias swaps while it is in flight.
+        shadow = self.shadow
+        await self._guard(self._client.upsert(self.alias, points=structs, wait=True), "upsert")
+        if shadow is not None:
+            async with self.shadow_lock:
+                self.shadow_touched.update(p.anime_id for p in points)
+                await self._shadow_write(shadow, self._client.upsert(shadow, points=structs, wait=True))
+
+    async def delete(self, anime_id: str) -> bool:
+        """True if the anime existed (and is now gone everywhere)."""
+        await self.ensure_ready()
+        existing = await self.get_many([anime_id], with_vectors=False)
+        selector = models.PointIdsList(points=[point_id(anime_id)])
+        shadow = self.shadow
+        await self._guard(self._client.delete(self.alias, points_selector=selector, wait=True), "delete")
+        if shadow is not None:
+            async with self.shadow_lock:
+                self.shadow_touched.add(anime_id)
+                await self._shadow_write(
+                    shadow, self._client.delete(shadow, points_selector=selector, wait=True)
+                )
+        return anime_id in existing
+
+    async def _shadow_write(self, shadow: str, awaitable: Any) -> None:
+        try:
+            await self._guard(awaitable, "write (reindex)")
+        except Exception:  # local mode raises ValueError for a dropped collection, a server 404
+            # The reindex ended meanwhile: if it swapped, the write is already in the live collection;
+            # if it failed, its half-built collection is gone. Either way nothing was lost.
+            if self.shadow == shadow:
+                raise
+
+    async def write_to(self, collection: str, points: Sequence[StoredPoint]) -> None:
+        """Raw write to a named collection (the reindex copier)."""
+        if points:
+            await self._guard(self._client.upsert(collection, points=_structs(points), wait=True), "copy")
+
+    # -- reads ----------------------------------------------------------------------------------
 
     async def search(
         self,
@@ -258,11 +310,12 @@ class AnimeStore:
             return []
         requests = [
             models.QueryRequest(
-                query=_to_qdrant_vector(q.vector),
+                query=to_qdrant_vector(q.vector),
                 using=q.using,
                 limit=q.limit,
                 filter=q.query_filter,
                 score_threshold=q.score_threshold,
+                params=self._search_params,
                 with_payload=True,
             )
             for q in queries
@@ -290,7 +343,11 @@ class AnimeStore:
             )
         prefetch = [
             models.Prefetch(
-                query=_to_qdrant_vector(q.vector), using=q.using, limit=q.limit, filter=q.query_filter
+                query=to_qdrant_vector(q.vector),
+                using=q.using,
+                limit=q.limit,
+                filter=q.query_filter,
+                params=self._search_params,
             )
             for q in queries
         ]
@@ -332,7 +389,7 @@ class AnimeStore:
             found[anime_id] = StoredRecord(
                 anime_id=anime_id,
                 payload=record.payload or {},
-                vectors={name: _from_qdrant_vector(v) for name, v in vectors.items()},
+                vectors={name: from_qdrant_vector(v) for name, v in vectors.items()},
             )
         return found
 
@@ -342,30 +399,157 @@ class AnimeStore:
             return None
         return Hit(anime_id=anime_id, score=1.0, payload=record.payload, vectors=sorted(record.vectors))
 
-    async def count(self) -> int:
-        await self.ensure_ready()
-        result = await self._guard(self._client.count(self.alias, exact=True), "count")
-        return int(result.count)
-
     async def existing_ids(self, anime_ids: Sequence[str]) -> set[str]:
-        await self.ensure_ready()
-        records = await self._guard(
-            self._client.retrieve(
-                self.alias, ids=[point_id(a) for a in anime_ids], with_payload=["anime_id"]
+        return set(await self.get_many(anime_ids, with_vectors=False))
+
+    async def scroll(
+        self,
+        collection: str,
+        *,
+        limit: int,
+        offset: Any = None,
+        with_vectors: bool = True,
+        scroll_filter: models.Filter | None = None,
+    ) -> tuple[list[StoredRecord], Any]:
+        """One page of a collection in id order; the returned offset is None after the last page."""
+        records, next_offset = await self._guard(
+            self._client.scroll(
+                collection,
+                limit=limit,
+                offset=offset,
+                with_payload=True,
+                with_vectors=with_vectors,
+                scroll_filter=scroll_filter,
             ),
-            "retrieve",
+            "scroll",
         )
-        return {str((r.payload or {}).get("anime_id")) for r in records}
+        out = []
+        for record in records:
+            payload = record.payload or {}
+            vectors = record.vector if isinstance(record.vector, dict) else {}
+            out.append(
+                StoredRecord(
+                    anime_id=str(payload.get("anime_id", record.id)),
+                    payload=payload,
+                    vectors={name: from_qdrant_vector(v) for name, v in vectors.items()},
+                )
+            )
+        return out, next_offset
+
+    async def count(self, collection: str | None = None, count_filter: models.Filter | None = None) -> int:
+        if collection is None:
+            await self.ensure_ready()
+        result = await self._guard(
+            self._client.count(collection or self.alias, count_filter=count_filter, exact=True), "count"
+        )
+        return int(result.count)
 
     async def ping(self) -> None:
         await self._guard(self._client.get_aliases(), "ping")
+
+    # -- admin views ----------------------------------------------------------------------------
+
+    async def collection_info(self, collection: str | None = None) -> dict[str, Any]:
+        name = collection or await self.live_collection()
+        if name is None:
+            return {"alias": self.alias, "collection": None}
+        info = await self._guard(self._client.get_collection(name), "reading collection")
+        params = info.config.params
+        vectors = params.vectors if isinstance(params.vectors, dict) else {"": params.vectors}
+        return {
+            "alias": self.alias,
+            "collection": name,
+            "engine": self.engine,
+            "status": str(info.status.value if hasattr(info.status, "value") else info.status),
+            "optimizer_status": str(info.optimizer_status),
+            "points": info.points_count,
+            "indexed_vectors": info.indexed_vectors_count,
+            "segments": info.segments_count,
+            "vectors": {
+                name: {"size": v.size, "distance": str(v.distance.value), "on_disk": v.on_disk}
+                for name, v in vectors.items()
+            },
+            "sparse_vectors": sorted(params.sparse_vectors or {}),
+            "shards": params.shard_number,
+            "replicas": params.replication_factor,
+            "on_disk_payload": params.on_disk_payload,
+            "hnsw": info.config.hnsw_config.model_dump(exclude_none=True),
+            "quantization": (
+                info.config.quantization_config.model_dump(exclude_none=True)
+                if info.config.quantization_config
+                else None
+            ),
+            "configured": msgspec.to_builtins(self.params),
+            "note": (
+                "local mode searches exactly (brute force); HNSW and quantization apply on a Qdrant server"
+                if self.is_local
+                else None
+            ),
+        }
+
+    async def stats(self) -> dict[str, Any]:
+        await self.ensure_ready()
+        collection = await self.live_collection()
+        total = await self.count()
+        per_vector = {}
+        for name in [*self.schema.dense, *self.schema.sparse]:
+            condition = models.Filter(must=[models.HasVectorCondition(has_vector=name)])
+            per_vector[name] = await self.count(count_filter=condition)
+        facet = await self._guard(
+            self._client.facet(self.alias, key="model_version", limit=100, exact=True), "facet"
+        )
+        if self.is_local:
+            indexes: dict[str, Any] | str = "local mode keeps no payload indexes (it scans)"
+        else:
+            info = await self._guard(
+                self._client.get_collection(collection or self.alias), "reading collection"
+            )
+            indexes = {
+                key: {"type": str(schema.data_type.value), "points": schema.points}
+                for key, schema in (info.payload_schema or {}).items()
+            }
+        return {
+            "alias": self.alias,
+            "collection": collection,
+            "store": self.engine,
+            "points": total,
+            "vectors": per_vector,
+            "payload_indexes": indexes,
+            "model_versions": {str(hit.value): hit.count for hit in facet.hits},
+        }
+
+    # -- snapshots (server only) ----------------------------------------------------------------
+
+    def _require_server(self, what: str) -> None:
+        if self.is_local:
+            raise NotSupported(
+                f"{what} needs a Qdrant server: the embedded local mode has no snapshots "
+                "(stop the service and copy QDRANT_PATH instead)"
+            )
+
+    async def create_snapshot(self) -> dict[str, Any]:
+        self._require_server("snapshots")
+        collection = await self.live_collection()
+        snapshot = await self._guard(
+            self._client.create_snapshot(collection or self.alias, wait=True), "snapshot"
+        )
+        return {"collection": collection, **snapshot.model_dump(mode="json")}
+
+    async def list_snapshots(self) -> list[dict[str, Any]]:
+        self._require_server("snapshots")
+        collection = await self.live_collection()
+        snapshots = await self._guard(self._client.list_snapshots(collection or self.alias), "list snapshots")
+        return [{"collection": collection, **s.model_dump(mode="json")} for s in snapshots]
+
+    async def restore_snapshot(self, name: str) -> dict[str, Any]:
+        self._require_server("snapshots")
+        collection = await self.live_collection() or self.alias
+        location = f"file:///qdrant/snapshots/{collection}/{name}"
+        await self._guard(self._client.recover_snapshot(collection, location=location, wait=True), "restore")
+        self.invalidate()
+        return {"collection": collection, "restored": name, "location": location}
 
     async def close(self) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             await self._client.close()
-
-
-def _hit(point: models.ScoredPoint) -> Hit:
-    payload = point.payload or {}
-    return Hit(anime_id=str(payload.get("anime_id", point.id)), score=float(point.score), payload=payload)

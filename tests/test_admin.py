@@ -1,0 +1,423 @@
+"""Admin and data lifecycle: upsert/delete, stats, reindex without downtime, durability, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+from litestar.testing import AsyncTestClient
+
+from service.app import create_app
+from service.documents import AnimeDocument
+from service.ingest import ingest
+from service.runtime import build_runtime
+from service.settings import load_settings
+from tests.builders import encode_image, synthetic_cover
+
+SEED = 120
+
+
+def _doc(anime: AnimeDocument, **changes) -> dict:
+    return msgspec.to_builtins(msgspec.structs.replace(anime, **changes))
+
+
+@pytest.fixture
+def index(minilm_repository: Path, bangumi_documents, tmp_path) -> Path:
+    """A fresh store holding the first SEED real anime."""
+    folder = tmp_path / "qdrant"
+
+    async def fill() -> None:
+        runtime = await build_runtime(
+            load_settings({}, model_repository=minilm_repository, qdrant_path=folder)
+        )
+        try:
+            await ingest(runtime, bangumi_documents[:SEED], progress=False)
+        finally:
+            await runtime.close()
+
+    asyncio.run(fill())
+    return folder
+
+
+@pytest.fixture
+async def client(minilm_repository: Path, index: Path) -> AsyncIterator[AsyncTestClient]:
+    settings = load_settings(
+        {}, model_repository=minilm_repository, qdrant_path=index, admin_max_batch=50, reindex_batch_size=8
+    )
+    async with AsyncTestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+async def upsert(client, documents: list[dict], status: int = 200) -> dict:
+    response = await client.post("/api/v1/admin/vectors/upsert", json={"documents": documents})
+    assert response.status_code == status, response.text[:800]
+    return response.json()
+
+
+async def search_ids(client, query: str, limit: int = 10) -> list[str]:
+    response = await client.post("/api/v1/search", json={"query": query, "limit": limit})
+    assert response.status_code == 200, response.text
+    return [r["anime_id"] for r in response.json()["results"]]
+
+
+async def stats(client) -> dict:
+    response = await client.get("/api/v1/admin/stats")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+# -- upsert / delete ----------------------------------------------------------------------------
+
+
+async def test_upsert_is_searchable_at_once_idempotent_and_delete_removes_it_everywhere(
+    client, bangumi_documents
+):
+    runtime = client.app.state.runtime
+    new = bangumi_documents[SEED + 5]
+    before = (await stats(client))["points"]
+    body = await upsert(
+        client, [_doc(new, synopsis="A lighthouse keeper befriends a whale in a flooded city.")]
+    )
+    assert body["stored"] == 1 and body["items"][0]["vectors"] == ["text"]
+    assert new.anime_id in await search_ids(
+        client, "lighthouse keeper befriends a whale in a flooded city", 3
+    )
+    first = (await runtime.store.get_many([new.anime_id]))[new.anime_id]
+
+    await upsert(
+        client, [_doc(new, synopsis="Space pirates duel over a stolen star map in the asteroid belt.")]
+    )
+    after = (await stats(client))["points"]
+    assert after == before + 1  # same anime id, same point
+    second = (await runtime.store.get_many([new.anime_id]))[new.anime_id]
+    assert not np.allclose(first.vectors["text"], second.vectors["text"])
+    assert second.payload["synopsis"].startswith("Space pirates")
+    assert second.payload["model_version"] == runtime.text.manifest.model_version
+    assert second.payload["updated_at"]
+    assert new.anime_id in await search_ids(client, "space pirates stolen star map asteroid belt", 3)
+
+    neighbour = bangumi_documents[0].anime_id
+    response = await client.delete(f"/api/v1/admin/vectors/{new.anime_id}")
+    assert response.status_code == 200 and response.json() == {"anime_id": new.anime_id, "deleted": True}
+    assert (await client.get(f"/api/v1/search/by-id/{new.anime_id}")).status_code == 404
+    assert new.anime_id not in await search_ids(client, "space pirates stolen star map asteroid belt", 50)
+    similar = (await client.get(f"/api/v1/similarity/anime/{neighbour}", params={"limit": 100})).json()
+    assert new.anime_id not in [r["anime_id"] for r in similar["results"]]
+    assert (await stats(client))["points"] == before
+    again = await client.delete(f"/api/v1/admin/vectors/{new.anime_id}")
+    assert again.status_code == 404 and again.json()["error"]["code"] == "not_found"
+
+
+async def test_pictures_and_client_vectors_are_stored_as_given(client, bangumi_documents):
+    runtime = client.app.state.runtime
+    cover = base64.b64encode(encode_image(synthetic_cover(3), "PNG")).decode()
+    unit = [0.0] * 384
+    unit[7] = 1.0
+    docs = [
+        _doc(bangumi_documents[SEED + 1], picture_data=cover),
+        _doc(bangumi_documents[SEED + 2], vectors={"text": unit}),
+    ]
+    body = await upsert(client, docs)
+    assert [item["vectors"] for item in body["items"]] == [["picture", "text"], ["text"]]
+    stored = await runtime.store.get_many([bangumi_documents[SEED + 2].anime_id])
+    record = stored[bangumi_documents[SEED + 2].anime_id]
+    np.testing.assert_allclose(record.vectors["text"], unit, atol=1e-6)
+    assert record.payload["model_versions"] == {"text": "client"}
+    assert "vectors" not in record.payload and "picture_data" not in record.payload
+    counts = await stats(client)
+    assert counts["vectors"]["picture"] == 1
+    assert counts["model_versions"]["client"] == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "field"),
+    [
+        ({"vectors": {"text": [0.1, 0.2, 0.3]}}, "vector_dimension_mismatch", "vectors.text"),
+        ({"vectors": {"picture": [0.5] * 10}}, "vector_dimension_mismatch", "vectors.picture"),
+        ({"vectors": {"poster": [0.5] * 384}}, "unknown_vector", "vectors.poster"),
+        ({"vectors": {"text": {"indices": [1], "values": [0.5]}}}, "vector_type_mismatch", "vectors.text"),
+        ({"rating": 9.5}, "validation_error", None),
+        ({"year": 1800}, "validation_error", "year"),
+        ({"anime_id": "has spaces"}, "validation_error", "anime_id"),
+        (
+            {"picture_data": base64.b64encode(b"not an image at all").decode()},
+            "unsupported_image_format",
+            "picture_data",
+        ),
+    ],
+)
+async def test_bad_items_get_item_level_errors_and_good_ones_are_still_stored(
+    client, bangumi_documents, change, code, field
+):
+    good = _doc(bangumi_documents[SEED + 3])
+    bad = _doc(bangumi_documents[SEED + 4]) | change
+    body = await upsert(client, [good, bad], status=207)
+    assert body["stored"] == 1 and body["failed"] == 1
+    first, second = body["items"]
+    assert first["status"] == "stored" and first["index"] == 0
+    assert second["status"] == "failed" and second["index"] == 1
+    assert second["errors"][0]["code"] == code
+    if field:
+        assert second["errors"][0]["field"] == field
+    if code == "vector_dimension_mismatch":
+        assert field.split(".")[1] in second["errors"][0]["message"]
+    assert (await client.get(f"/api/v1/search/by-id/{good['anime_id']}")).status_code == 200
+    only_bad = await upsert(client, [bad], status=422)
+    assert only_bad["stored"] == 0
+
+
+async def test_batch_bounds_malformed_json_and_duplicates(client, bangumi_documents):
+    docs = [_doc(d) for d in bangumi_documents[SEED : SEED + 51]]
+    too_many = await client.post("/api/v1/admin/vectors/upsert", json={"documents": docs})
+    assert too_many.status_code == 413
+    assert too_many.json()["error"]["code"] == "batch_too_large"
+    empty = await client.post("/api/v1/admin/vectors/upsert", json={"documents": []})
+    assert empty.status_code == 422
+    broken = await client.post(
+        "/api/v1/admin/vectors/upsert",
+        content=b'{"documents": [{"anime_id": ',
+        headers={"content-type": "application/json"},
+    )
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "malformed_json"
+    twice = await upsert(client, [docs[0], docs[0]], status=207)
+    assert twice["items"][1]["errors"][0]["code"] == "duplicate_id"
+
+
+# -- stats, info, snapshots -------------------------------------------------------------------
+
+
+async def test_stats_and_collection_info_describe_the_store(client):
+    body = await stats(client)
+    runtime = client.app.state.runtime
+    assert body["points"] == SEED
+    assert body["vectors"] == {"text": SEED, "picture": 0, "thumbnail": 0}
+    assert body["model_versions"] == {runtime.text.manifest.model_version: SEED}
+    assert body["stale_points"] == 0
+    assert body["store"] == "qdrant-local"
+    assert "local mode" in body["payload_indexes"]
+    info = (await client.get("/api/v1/admin/collection/info")).json()
+    assert info["alias"] == "anime" and info["collection"].startswith("anime_")
+    assert info["vectors"]["text"]["size"] == 384 and info["vectors"]["picture"]["size"] == 64
+    assert info["fits_deployed_models"] is True
+    health = (await client.get("/api/v1/admin/health")).json()
+    assert health["status"] == "ok" and health["reindex"] is None
+
+
+async def test_snapshots_need_a_server(client):
+    response = await client.post("/api/v1/admin/snapshots")
+    assert response.status_code == 501
+    assert response.json()["error"]["code"] == "not_supported"
+
+
+# -- reindex ------------------------------------------------------------------------------------
+
+
+async def _wait(client, job_id: str) -> dict:
+    for _ in range(600):
+        job = (await client.get(f"/api/v1/admin/reindex/{job_id}")).json()
+        if job["state"] != "running":
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError("reindex did not finish")
+
+
+async def test_reindex_under_search_load_loses_no_search_and_no_write(client, bangumi_documents):
+    """Searches run throughout; writes made while the copy is half-way survive the swap."""
+    import threading
+
+    store = client.app.state.runtime.store
+    queries = ["giant robots", "magical girls", "school band", "detective", "space war"]
+    before = {q: await search_ids(client, q) for q in queries}
+    old_collection = (await client.get("/api/v1/admin/collection/info")).json()["collection"]
+
+    # Hold the copier after it has read its second page and before it writes it: the window where
+    # a concurrent write could be overwritten by the stale copy.
+    paused, release, held = threading.Event(), threading.Event(), []
+    real_scroll = store.scroll
+
+    async def scroll_then_pause(*args, **kwargs):
+        records, offset = await real_scroll(*args, **kwargs)
+        if kwargs.get("scroll_filter") is None and len(held) == 1:
+            held.append([r.anime_id for r in records])
+            paused.set()
+            await asyncio.to_thread(release.wait, 30)
+        elif not held:
+            held.append(None)
+        return records, offset
+
+    store.scroll = scroll_then_pause
+    failures: list[str] = []
+    answered = 0
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        # The test client runs the app on its own loop in another thread and blocks this one per
+        # request, so the reindex really runs beside these searches; sleep(0) lets the test go on.
+        nonlocal answered
+        while not stop.is_set():
+            for q in queries:
+                response = await client.post("/api/v1/search", json={"query": q, "limit": 10})
+                if response.status_code != 200:
+                    failures.append(response.text)
+                answered += 1
+                await asyncio.sleep(0)
+
+    searcher = asyncio.create_task(load())
+    started = await client.post(
+        "/api/v1/admin/reindex", json={"index": {"hnsw_m": 32, "quantization": "scalar"}}
+    )
+    assert started.status_code == 202
+    job_id = started.json()["job_id"]
+    assert await asyncio.to_thread(paused.wait, 30)
+    conflict = await client.post("/api/v1/admin/reindex", json={})
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "reindex_in_progress"
+    stale = held[1][0]  # read by the copier with its old synopsis, not yet written
+    changed = _doc(
+        next(d for d in bangumi_documents if d.anime_id == stale), synopsis="Rewritten while copying."
+    )
+    late = [_doc(d) for d in bangumi_documents[SEED : SEED + 3]]
+    await upsert(client, [changed, *late])
+    gone = next(d.anime_id for d in bangumi_documents[:SEED] if d.anime_id not in held[1])
+    assert (await client.delete(f"/api/v1/admin/vectors/{gone}")).status_code == 200
+    for _ in range(20):  # a burst of searches while the job is still mid-copy
+        for q in queries:
+            response = await client.post("/api/v1/search", json={"query": q, "limit": 10})
+            answered += 1
+            if response.status_code != 200:
+                failures.append(response.text)
+    assert (await client.get(f"/api/v1/admin/reindex/{job_id}")).json()["state"] == "running"
+    release.set()
+    job = await _wait(client, job_id)
+    stop.set()
+    await searcher
+    store.scroll = real_scroll
+
+    assert job["state"] == "succeeded", job
+    assert job["copied"] >= job["total"] == SEED  # writes landing mid-copy can add pages
+    assert failures == [] and answered > 100
+    info = (await client.get("/api/v1/admin/collection/info")).json()
+    assert info["collection"] != old_collection
+    assert info["configured"]["hnsw_m"] == 32 and info["configured"]["quantization"] == "scalar"
+    assert old_collection not in [c.name for c in (await store._client.get_collections()).collections]
+    assert (await stats(client))["points"] == SEED + 3 - 1
+    assert (await client.get(f"/api/v1/search/by-id/{stale}")).json()["document"][
+        "synopsis"
+    ] == "Rewritten while copying."
+    for d in late:
+        assert (await client.get(f"/api/v1/search/by-id/{d['anime_id']}")).status_code == 200
+    assert (await client.get(f"/api/v1/search/by-id/{gone}")).status_code == 404
+    for q in queries:
+        untouched = [a for a in before[q] if a not in (gone, stale)]
+        after = await search_ids(client, q, limit=20)
+        assert [a for a in after if a in untouched] == untouched
+
+
+async def test_an_unchanged_store_answers_identically_after_a_reindex(client):
+    queries = ["giant robots", "magical girls", "baseball", "vampires"]
+    before = {
+        q: (await client.post("/api/v1/search", json={"query": q, "limit": 20})).json()["results"]
+        for q in queries
+    }
+    job = (await client.post("/api/v1/admin/reindex", json={})).json()
+    assert (await _wait(client, job["job_id"]))["state"] == "succeeded"
+    for q in queries:
+        after = (await client.post("/api/v1/search", json={"query": q, "limit": 20})).json()["results"]
+        assert [r["anime_id"] for r in after] == [r["anime_id"] for r in before[q]]
+        assert [r["score"] for r in after] == pytest.approx([r["score"] for r in before[q]], abs=1e-6)
+
+
+async def test_reindex_reembeds_a_store_built_by_another_model(
+    minilm_repository, tiny_repository, bangumi_documents, tmp_path
+):
+    """Swap the text model (32-d -> 384-d): searches say why they cannot answer, reindex fixes it."""
+    folder = tmp_path / "q"
+
+    async def fill() -> None:
+        runtime = await build_runtime(load_settings({}, model_repository=tiny_repository, qdrant_path=folder))
+        try:
+            await ingest(runtime, bangumi_documents[:40], progress=False)
+        finally:
+            await runtime.close()
+
+    await asyncio.to_thread(asyncio.run, fill())
+    settings = load_settings(
+        {}, model_repository=minilm_repository, qdrant_path=folder, reindex_batch_size=16
+    )
+    async with AsyncTestClient(create_app(settings)) as client:
+        refused = await client.post("/api/v1/search", json={"query": "robots"})
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "model_store_mismatch"
+        assert "384" in refused.json()["error"]["message"]
+        job = (await client.post("/api/v1/admin/reindex", json={"reembed": True})).json()
+        job = await _wait(client, job["job_id"])
+        assert job["state"] == "succeeded", job
+        assert job["reembedded"] == 40
+        assert job["dropped_vectors"] == {"text_sparse": 40}  # the new model has no sparse head
+        assert len(await search_ids(client, "robots")) == 10
+        body = await stats(client)
+        assert body["model_versions"] == {client.app.state.runtime.text.manifest.model_version: 40}
+
+
+# -- durability ---------------------------------------------------------------------------------
+
+
+def test_sigkill_during_ingest_loses_nothing_acknowledged_and_resume_finishes(
+    minilm_repository, bangumi_documents, tmp_path
+):
+    docs = bangumi_documents[:400]
+    (tmp_path / "docs.json").write_bytes(msgspec.json.encode(docs))
+    env = {**os.environ, "MODEL_REPOSITORY": str(minilm_repository), "QDRANT_PATH": str(tmp_path / "q")}
+    command = [
+        sys.executable,
+        "-m",
+        "service.ingest",
+        "file",
+        str(tmp_path / "docs.json"),
+        "--batch-size",
+        "8",
+    ]
+    process = subprocess.Popen(
+        [*command, "--log-batches"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    acknowledged: list[str] = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        event = json.loads(line)
+        acknowledged += event["anime_ids"]
+        if len(acknowledged) >= 40:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=30)
+    process.stdout.close()
+    assert process.returncode == -signal.SIGKILL
+
+    async def present(ids: list[str]) -> set[str]:
+        runtime = await build_runtime(
+            load_settings({}, model_repository=minilm_repository, qdrant_path=tmp_path / "q")
+        )
+        try:
+            return set(await runtime.store.get_many(ids, with_vectors=False)), await runtime.store.count()
+        finally:
+            await runtime.close()
+
+    found, count = asyncio.run(present(acknowledged))
+    assert found == set(acknowledged)
+    assert len(acknowledged) <= count < len(docs)
+
+    resumed = subprocess.run(
+        [*command, "--skip-existing"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "already present" in resumed.stdout
+    found, count = asyncio.run(present([d.anime_id for d in docs]))
+    assert count == len(docs) == len(found)
