@@ -18,7 +18,10 @@ export SERVICE_PORT     ?= 8000
 # facts in focus (README "Demo model notes"). Set 0 for the model's own window.
 export TEXT_MAX_TOKENS  ?= 128
 
-.PHONY: demo test lint serve export-demo ingest-demo triton clean-demo
+.PHONY: demo test lint serve export-demo ingest-demo triton clean-demo system-deps
+
+# Real Prometheus and Redis for the operations tests, from Debian's packages.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV)/.ready-%: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,5 +63,10 @@ lint: $(VENV)/.ready-dev
 	$(VENV)/bin/ruff check service export tests benchmarks
 	$(VENV)/bin/ruff format --check service export tests benchmarks
 
-test: lint
+system-deps:
+	@command -v prometheus >/dev/null && command -v redis-server >/dev/null || \
+	  ($(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	   $(SUDO) apt-get install -y -q --no-install-recommends prometheus redis-server)
+
+test: lint system-deps
 	$(PY) -m pytest -q

@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import msgspec
 
-from benchmarks.latency import _start_service
 from service.progress import counter
 from service.triton_local.launcher import free_port
+from tests.processes import start_service
 
 
 def _reindex(client: httpx.Client, body: dict) -> dict:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         "ADMIN_MAX_BATCH": str(max(args.batch_size, 1)),
     }
     port = free_port()
-    process = _start_service(env, port, workdir / "service.log")
+    process = start_service(env, port, workdir / "service.log")
     results: dict = {"batch_size": args.batch_size, "text_max_tokens": args.text_max_tokens}
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:

@@ -24,8 +24,8 @@ import os
 import platform
 import random
 import shutil
-import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -38,6 +38,7 @@ import numpy as np
 
 from service.progress import counter
 from service.triton_local.launcher import LocalTriton, free_port
+from tests.processes import start_service
 
 TEXT_QUERIES = [
     "giant robots and teenage pilots",
@@ -113,34 +114,6 @@ def setup(workspace: Path, anime: int) -> None:
 # -- run ---------------------------------------------------------------------------------------------
 
 
-def _start_service(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service"],
-            env={
-                **os.environ,
-                **env,
-                "SERVICE_PORT": str(port),
-                "SERVICE_HOST": "127.0.0.1",
-                "LOG_LEVEL": "WARNING",
-            },
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"service exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.terminate()
-    raise RuntimeError("service did not become healthy in 180s")
-
-
 def _request_factory(endpoint: str, queries: dict[str, list[str]]) -> Callable[[int], tuple[str, str, Any]]:
     rng = random.Random(0)
     ids, images = queries["ids"], queries["images"]
@@ -202,6 +175,29 @@ async def _measure(
     }
 
 
+class RssSampler(threading.Thread):
+    """Peak resident memory of a process (Linux /proc), sampled every 100 ms while the load runs."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        status = Path(f"/proc/{self.pid}/status")
+        while not self._stop.wait(0.1):
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        self.peak_mib = max(self.peak_mib, int(line.split()[1]) / 1024)
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def run(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
     workspace: Path = args.workspace
     queries = json.loads((workspace / "queries.json").read_text())
@@ -217,27 +213,35 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
                 "QDRANT_PATH": str(workspace / "qdrant"),
                 "TEXT_MAX_TOKENS": TEXT_MAX_TOKENS,
                 "ENCODER_ENGINE": engine,
+                # Off by default: this measures the work; benchmarks.cache_gain measures the cache.
+                "CACHE_ENABLED": "true" if args.cache else "false",
             }
             if engine == "triton":
                 triton = stack.enter_context(LocalTriton(repository, workdir=scratch / "triton"))
                 env["TRITON_URL"] = triton.endpoints.grpc_url
             port = free_port()
-            process = _start_service(env, port, scratch / f"service-{engine}.log")
+            process = start_service(env, port, scratch / f"service-{engine}.log")
             stack.callback(process.wait)
             stack.callback(process.terminate)
+            sampler = RssSampler(process.pid)
+            sampler.start()
+            stack.callback(sampler.stop)
             results[engine] = {}
             for endpoint in args.endpoints:
                 results[engine][endpoint] = asyncio.run(
                     _measure(port, endpoint, queries, args.requests, args.warmup, args.concurrency)
                 )
+                results[engine][endpoint]["peak_rss_mib"] = sampler.peak_mib
     return results
 
 
 def markdown(results: dict[str, dict[str, dict]]) -> str:
     engines = list(results)
     lines = [
-        "| endpoint | engine | p50 ms | p95 ms | p99 ms | req/s | p95 vs " + engines[0] + " | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| endpoint | engine | p50 ms | p95 ms | p99 ms | req/s | p95 vs "
+        + engines[0]
+        + " | errors | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for endpoint in next(iter(results.values())):
         baseline = results[engines[0]][endpoint]["p95_ms"]
@@ -245,7 +249,8 @@ def markdown(results: dict[str, dict[str, dict]]) -> str:
             r = results[engine][endpoint]
             lines.append(
                 f"| {endpoint} | {engine} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
-                f"{r['throughput_rps']:.1f} | {r['p95_ms'] / baseline:.2f}x | {r['errors']} |"
+                f"{r['throughput_rps']:.1f} | {r['p95_ms'] / baseline:.2f}x | {r['errors']} | "
+                f"{r['peak_rss_mib']:.0f} |"
             )
     return "\n".join(lines)
 
@@ -263,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     measure.add_argument("--requests", type=int, default=200)
     measure.add_argument("--warmup", type=int, default=10)
     measure.add_argument("--concurrency", type=int, default=1)
+    measure.add_argument("--cache", action="store_true", help="leave the answer/embedding caches on")
     measure.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if args.command == "setup":

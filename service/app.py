@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
@@ -19,9 +19,10 @@ from service.api.admin import AdminController, provide_admin
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.search import SearchController
 from service.api.similarity import SimilarityController
-from service.api.system import health, service_info
+from service.api.system import health, prometheus_metrics, service_info
 from service.encoders.base import InferenceEngine
 from service.logs import configure_logging, get_logger
+from service.metrics import Metrics
 from service.reindex import Reindexer
 from service.runtime import build_runtime
 from service.search import SearchService
@@ -31,35 +32,45 @@ from service.similarity import SimilarityService
 log = get_logger("service.http")
 
 
-def access_log(app: ASGIApp) -> ASGIApp:
-    """One JSON line per request: method, route, status, duration."""
+def observe(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
+    """Middleware: one JSON log line and the HTTP metrics per request, labelled by route template."""
 
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
+    def middleware_factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            status = 500
 
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+            async def capture(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
 
-        try:
-            await app(scope, receive, capture)
-        finally:
-            log.info(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                route=scope.get("path_template", scope["path"]),
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
+            metrics.in_flight.inc()
+            try:
+                await app(scope, receive, capture)
+            finally:
+                metrics.in_flight.dec()
+                elapsed = time.perf_counter() - started
+                # Unmatched paths share one label: a scanner must not create a time series per URL.
+                route = scope.get("path_template") or "unmatched"
+                metrics.requests.labels(scope["method"], route, str(status)).inc()
+                metrics.request_duration.labels(scope["method"], route).observe(elapsed)
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    route=route,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 3),
+                )
 
-    return middleware
+        return middleware
+
+    return middleware_factory
 
 
 def provide_search(state: State) -> SearchService:
@@ -74,10 +85,11 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
     """Build the app. `engine` replaces the configured one (tests run the same app on either engine)."""
     settings = settings or load_settings()
     configure_logging(settings.log_level)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        runtime = await build_runtime(settings, engine)
+        runtime = await build_runtime(settings, engine, metrics)
         app.state.runtime = runtime
         app.state.search = SearchService(runtime)
         app.state.similarity = SimilarityService(runtime)
@@ -97,8 +109,15 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
             await runtime.close()
             log.info("stopped")
 
-    return Litestar(
-        route_handlers=[service_info, health, SearchController, SimilarityController, AdminController],
+    app = Litestar(
+        route_handlers=[
+            service_info,
+            health,
+            prometheus_metrics,
+            SearchController,
+            SimilarityController,
+            AdminController,
+        ],
         lifespan=[lifespan],
         dependencies={
             "search": Provide(provide_search, sync_to_thread=False),
@@ -107,7 +126,6 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
         },
         request_max_body_size=settings.request_max_body_bytes,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[access_log],
         openapi_config=OpenAPIConfig(
             title="Anime Vector Service",
             version=__version__,
@@ -116,4 +134,10 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
         ),
         logging_config=None,
+        state=State({"metrics": metrics}),
     )
+    # Around the whole router, not as app middleware: Litestar runs middleware only for matched
+    # routes, and 404/405 answers must be logged and counted too (its OpenTelemetry plugin hooks
+    # in at the same place).
+    app.asgi_handler = observe(metrics)(app.asgi_handler)
+    return app

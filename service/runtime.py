@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.cache import build_cache
+from service.caching import SearchCache
 from service.encoders.base import InferenceEngine
 from service.encoders.image import ImageEncoder
 from service.encoders.text import TextEncoder
@@ -17,6 +19,7 @@ from service.manifest import (
     has_role,
     load_manifest,
 )
+from service.metrics import InstrumentedEngine, Metrics
 from service.settings import Settings
 from service.store.qdrant_store import AnimeStore
 from service.store.types import VectorSchema
@@ -37,10 +40,14 @@ class Runtime:
     manifests: dict[str, ModelManifest] = field(default_factory=dict)
     image: ImageEncoder | None = None
     clip_text: TextEncoder | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    cache: SearchCache | None = None
 
     async def close(self) -> None:
         await self.engine.close()
         await self.store.close()
+        if self.cache is not None:
+            await self.cache.close()
 
 
 def vector_schema(manifests: dict[str, ModelManifest], distance: str) -> VectorSchema:
@@ -84,11 +91,14 @@ def build_engine(settings: Settings, models: dict[str, tuple[ModelManifest, Path
     return OnnxRuntimeEngine(paths, threads=settings.ort_threads)
 
 
-async def build_runtime(settings: Settings, engine: InferenceEngine | None = None) -> Runtime:
+async def build_runtime(
+    settings: Settings, engine: InferenceEngine | None = None, metrics: Metrics | None = None
+) -> Runtime:
     """Everything the service needs; raises ManifestError when no text model was exported."""
+    metrics = metrics or Metrics()
     models = load_manifests(settings.model_repository)
     manifests = {role: manifest for role, (manifest, _) in models.items()}
-    engine = engine or build_engine(settings, models)
+    engine = InstrumentedEngine(engine or build_engine(settings, models), metrics)
     refresh = getattr(engine, "refresh_model_info", None)
     if refresh is not None:
         await refresh(list(manifests))
@@ -108,6 +118,20 @@ async def build_runtime(settings: Settings, engine: InferenceEngine | None = Non
         timeout_s=settings.qdrant_timeout_s,
         params=settings.index_params(),
     )
+    store.observer = metrics.observe_store
+    cache = SearchCache(
+        build_cache(
+            settings.redis_url, max_entries=settings.cache_max_entries, max_bytes=settings.cache_max_bytes
+        ),
+        metrics,
+        result_ttl_s=settings.cache_ttl_s,
+        embedding_ttl_s=settings.embedding_cache_ttl_s,
+        enabled=settings.cache_enabled,
+    )
+    store.on_write = cache.invalidate
+    metrics.describe(
+        engine=engine.name, store=store.engine, **{role: m.model_version for role, m in manifests.items()}
+    )
     return Runtime(
         settings=settings,
         engine=engine,
@@ -116,4 +140,6 @@ async def build_runtime(settings: Settings, engine: InferenceEngine | None = Non
         manifests=manifests,
         image=image,
         clip_text=clip_text,
+        metrics=metrics,
+        cache=cache,
     )

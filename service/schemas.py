@@ -158,6 +158,7 @@ class QueryInfo(msgspec.Struct, kw_only=True):
     weights: dict[str, float] | None = None
     vectors: list[str] = []
     degraded: list[str] = []
+    cached: bool = False
 
 
 class SearchResponse(msgspec.Struct, kw_only=True):

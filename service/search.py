@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 from PIL import Image
 
-from service.encoders.sparse import SparseVector
+from service.caching import QueryEmbedding, SearchCache
 from service.errors import DependencyUnavailable, InvalidInput, NotFound
 from service.explain import explain
 from service.fusion import Candidate, RankedList, fuse
@@ -108,18 +109,68 @@ class SearchService:
     def hybrid_available(self) -> bool:
         return TEXT_SPARSE_VECTOR in self.runtime.store.schema.sparse
 
+    @property
+    def cache(self) -> SearchCache:
+        assert self.runtime.cache is not None
+        return self.runtime.cache
+
+    async def embed_text(self, query: str) -> QueryEmbedding:
+        async def compute() -> QueryEmbedding:
+            e = await self.runtime.text.encode([query])
+            return QueryEmbedding(
+                e.dense[0], e.sparse[0] if e.sparse else None, e.token_counts[0], e.truncated[0]
+            )
+
+        return await self.cache.embedding(self.runtime.text.manifest.model_version, query, compute)
+
+    async def embed_clip_text(self, query: str) -> np.ndarray | None:
+        clip_text = self.runtime.clip_text
+        if clip_text is None or self.runtime.image is None:
+            return None
+
+        async def compute() -> QueryEmbedding:
+            return QueryEmbedding((await clip_text.encode([query])).dense[0])
+
+        return (await self.cache.embedding(clip_text.manifest.model_version, query, compute)).dense
+
+    async def embed_image(self, data: str) -> np.ndarray:
+        """The picture's vector; decoding (and its 4xx answers) only happens on a cache miss."""
+        image_encoder = self.runtime.image
+        if image_encoder is None:
+            await self.decode_image(data)  # bad pictures are still the client's 4xx, not our 503
+            self._require_images()
+
+        async def compute() -> QueryEmbedding:
+            image = await self.decode_image(data)
+            return QueryEmbedding((await image_encoder.encode([image]))[0])  # type: ignore[union-attr]
+
+        return (await self.cache.embedding(image_encoder.manifest.model_version, data, compute)).dense  # type: ignore[union-attr]
+
+    async def _cached(
+        self, endpoint: str, request: Any, compute: Callable[[], Awaitable[SearchResponse]]
+    ) -> SearchResponse:
+        started = time.perf_counter()
+        answer, cached = await self.cache.answer(
+            endpoint, request, SearchResponse, compute, keep=lambda a: not a.query_info.degraded
+        )
+        info = msgspec.structs.replace(answer.query_info, took_ms=_elapsed_ms(started), cached=cached)
+        return msgspec.structs.replace(answer, query_info=info)
+
     # -- text ------------------------------------------------------------------------------------
 
     async def search_text(self, request: SearchRequest) -> SearchResponse:
-        started = time.perf_counter()
         query = self._query_text(request.query)
+        return await self._cached("search", request, lambda: self._search_text(request, query))
+
+    async def _search_text(self, request: SearchRequest, query: str) -> SearchResponse:
+        started = time.perf_counter()
         mode = request.text_mode or self.runtime.settings.text_search_mode
         if mode == "hybrid" and not self.hybrid_available():
             mode = "dense"  # the deployed text model has no sparse head: hybrid is dense
-        embeddings = await self.runtime.text.encode([query])
+        embedding = await self.embed_text(query)
         query_filter = build_filter(request.filters)
-        dense = VectorQuery(TEXT_VECTOR, embeddings.dense[0].tolist(), self.candidates, query_filter)
-        sparse = embeddings.sparse[0] if embeddings.sparse else None
+        dense = VectorQuery(TEXT_VECTOR, embedding.dense.tolist(), self.candidates, query_filter)
+        sparse = embedding.sparse
         if mode == "hybrid" and sparse is not None and len(sparse):
             hits = await self.runtime.store.search_fused(
                 [dense, VectorQuery(TEXT_SPARSE_VECTOR, sparse, self.candidates, query_filter)],
@@ -146,8 +197,8 @@ class SearchService:
                 started,
                 manifest.source,
                 manifest.model_version,
-                tokens=embeddings.token_counts[0],
-                truncated=embeddings.truncated[0],
+                tokens=embedding.tokens,
+                truncated=embedding.truncated,
                 mode=mode,
                 ranking="rrf" if len(vectors) > 1 else None,
                 vectors=vectors,
@@ -157,11 +208,12 @@ class SearchService:
     # -- image -----------------------------------------------------------------------------------
 
     async def search_image(self, request: ImageSearchRequest) -> SearchResponse:
+        return await self._cached("search/image", request, lambda: self._search_image(request))
+
+    async def _search_image(self, request: ImageSearchRequest) -> SearchResponse:
         started = time.perf_counter()
-        image = await self.decode_image(request.image)
-        self._require_images()
+        vector = (await self.embed_image(request.image)).tolist()
         assert self.runtime.image is not None
-        vector = (await self.runtime.image.encode([image]))[0].tolist()
         query_filter = build_filter(request.filters)
         # Picture and thumbnail come from one model: rank fusion inside Qdrant (Query API prefetch + RRF).
         hits = await self.runtime.store.search_fused(
@@ -183,62 +235,56 @@ class SearchService:
     # -- multimodal ------------------------------------------------------------------------------
 
     async def _text_lists(self, query: str, query_filter: Any) -> list[_List]:
-        lists: list[_List] = []
-        embeddings = await self.runtime.text.encode([query])
-        lists.append(
-            _List(
-                TEXT_VECTOR,
-                "text",
-                VectorQuery(TEXT_VECTOR, embeddings.dense[0].tolist(), self.candidates, query_filter),
-            )
-        )
-        sparse: SparseVector | None = embeddings.sparse[0] if embeddings.sparse else None
+        embedding = await self.embed_text(query)
+        dense = VectorQuery(TEXT_VECTOR, embedding.dense.tolist(), self.candidates, query_filter)
+        lists = [_List(TEXT_VECTOR, "text", dense)]
+        sparse = embedding.sparse
         if (
             self.hybrid_available()
             and self.runtime.settings.text_search_mode == "hybrid"
             and sparse
             and len(sparse)
         ):
-            lists.append(
-                _List(
-                    TEXT_SPARSE_VECTOR,
-                    "text",
-                    VectorQuery(TEXT_SPARSE_VECTOR, sparse, self.candidates, query_filter),
-                )
-            )
+            sparse_query = VectorQuery(TEXT_SPARSE_VECTOR, sparse, self.candidates, query_filter)
+            lists.append(_List(TEXT_SPARSE_VECTOR, "text", sparse_query))
         return lists
 
     async def _cross_modal_lists(self, query: str, query_filter: Any) -> list[_List]:
-        clip_text = self.runtime.clip_text
-        if clip_text is None or self.runtime.image is None:
+        vector = await self.embed_clip_text(query)
+        if vector is None:
             return []
-        vector = (await clip_text.encode([query])).dense[0].tolist()
         return [
-            _List(f"clip_text->{name}", "text", VectorQuery(name, vector, self.candidates, query_filter))
+            _List(
+                f"clip_text->{name}",
+                "text",
+                VectorQuery(name, vector.tolist(), self.candidates, query_filter),
+            )
             for name in IMAGE_VECTORS
         ]
 
-    async def _image_lists(self, image: Image.Image, query_filter: Any) -> list[_List]:
-        self._require_images()
-        assert self.runtime.image is not None
-        vector: np.ndarray = (await self.runtime.image.encode([image]))[0]
+    async def _image_lists(self, data: str, query_filter: Any) -> list[_List]:
+        vector = (await self.embed_image(data)).tolist()
         return [
-            _List(name, "image", VectorQuery(name, vector.tolist(), self.candidates, query_filter))
+            _List(name, "image", VectorQuery(name, vector, self.candidates, query_filter))
             for name in IMAGE_VECTORS
         ]
 
     async def search_multimodal(self, request: MultimodalSearchRequest) -> SearchResponse:
-        started = time.perf_counter()
         query = self._query_text(request.query) if request.query is not None else None
-        image = await self.decode_image(request.image) if request.image is not None else None
+        return await self._cached(
+            "search/multimodal", request, lambda: self._search_multimodal(request, query)
+        )
+
+    async def _search_multimodal(self, request: MultimodalSearchRequest, query: str | None) -> SearchResponse:
+        started = time.perf_counter()
         query_filter = build_filter(request.filters)
 
         jobs: list[tuple[str, Awaitable[list[_List]]]] = []
         if query is not None:
             jobs.append(("text", self._text_lists(query, query_filter)))
             jobs.append(("text (cross-modal)", self._cross_modal_lists(query, query_filter)))
-        if image is not None:
-            jobs.append(("image", self._image_lists(image, query_filter)))
+        if request.image is not None:
+            jobs.append(("image", self._image_lists(request.image, query_filter)))
         outcomes = await asyncio.gather(*(job for _, job in jobs), return_exceptions=True)
 
         lists: list[_List] = []

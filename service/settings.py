@@ -56,6 +56,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     qdrant_shards: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
     qdrant_replicas: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
 
+    # Caching (in process; shared through Redis when REDIS_URL is set)
+    cache_enabled: bool = True
+    cache_ttl_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    embedding_cache_ttl_s: Annotated[float, msgspec.Meta(ge=0)] = 3600.0
+    cache_max_entries: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    cache_max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024 * 1024
+    redis_url: str | None = None
+
     # Admin
     admin_max_batch: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 256
     reindex_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256

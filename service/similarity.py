@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from service.errors import NotFound, ServiceError
 from service.explain import explain
 from service.fusion import Candidate, RankedList, fuse
@@ -144,6 +146,35 @@ class SimilarityService:
         score_threshold: float | None,
     ) -> SimilarityResponse:
         started = time.perf_counter()
+        request = {
+            "kind": kind,
+            "anime_id": anime_id,
+            "limit": limit,
+            "filters": filters,
+            "threshold": score_threshold,
+        }
+        assert self.runtime.cache is not None
+        answer, cached = await self.runtime.cache.answer(
+            "similarity",
+            request,
+            SimilarityResponse,
+            lambda: self._similar(
+                kind, anime_id, limit=limit, filters=filters, score_threshold=score_threshold
+            ),
+        )
+        info = msgspec.structs.replace(answer.query_info, took_ms=_ms(started), cached=cached)
+        return msgspec.structs.replace(answer, query_info=info)
+
+    async def _similar(
+        self,
+        kind: SimilarityKind,
+        anime_id: str,
+        *,
+        limit: int,
+        filters: SearchFilters | None,
+        score_threshold: float | None,
+    ) -> SimilarityResponse:
+        started = time.perf_counter()
         ((plan, results),) = await self._similar_many(kind, [anime_id], limit, filters, score_threshold)
         if plan.error is not None:
             raise plan.error
@@ -175,3 +206,7 @@ class SimilarityService:
             else:
                 items.append(SimilarityBatchItem(anime_id=plan.anime_id, status_code=200, results=results))
         return items, round((time.perf_counter() - started) * 1000, 3)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -20,7 +20,9 @@ from service.ingest import ingest
 from service.manifest import TEXT_EMBEDDER
 from service.runtime import build_runtime
 from service.settings import Settings, load_settings
+from service.triton_local.launcher import free_port
 from tests.builders import build_tiny_clip, build_tiny_xlmr
+from tests.processes import REDIS_SERVER, RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_ROLE = "tiny_text_embedder"
@@ -130,3 +132,13 @@ def copy_index(index: Path, destination: Path) -> Path:
     """Local-mode Qdrant locks its folder per client: a copy lets two apps hold one index each."""
     shutil.copytree(index, destination)
     return destination
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if REDIS_SERVER is None:
+        pytest.fail("redis-server is not installed: `make test` installs the Debian package")
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()

@@ -8,6 +8,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from service import __version__
 from service.health import check_health
+from service.metrics import CONTENT_TYPE
 from service.runtime import Runtime
 from service.schemas import HealthResponse, ModelInfo, ServiceInfo
 
@@ -48,3 +49,13 @@ async def service_info(state: State) -> ServiceInfo:
 async def health(state: State) -> Response[HealthResponse]:
     report = await check_health(state.runtime)
     return Response(report, status_code=200 if report.status == "ok" else 503)
+
+
+@get(
+    "/metrics",
+    tags=["system"],
+    summary="Prometheus metrics (text exposition format)",
+    media_type=CONTENT_TYPE,
+)
+async def prometheus_metrics(state: State) -> Response[bytes]:
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE)

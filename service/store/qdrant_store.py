@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,10 @@ class AnimeStore:
         self.shadow: str | None = None
         self.shadow_touched: set[str] = set()
         self.shadow_lock = asyncio.Lock()
+        # Called with (operation, seconds, ok) after every Qdrant call: the metrics hook.
+        self.observer: Callable[[str, float, bool], None] | None = None
+        # Awaited after every acknowledged write (upsert, delete, alias swap): cache invalidation.
+        self.on_write: Callable[[], Awaitable[None]] | None = None
 
     @classmethod
     def open(
@@ -119,8 +124,12 @@ class AnimeStore:
         return None if self.is_local else self.params.search_params()
 
     async def _guard(self, awaitable: Any, action: str) -> Any:
+        started = time.perf_counter()
+        ok = False
         try:
-            return await awaitable
+            result = await awaitable
+            ok = True
+            return result
         except (ResponseHandlingException, ConnectionError, OSError, asyncio.TimeoutError) as exc:
             self._ready = False
             raise DependencyUnavailable("qdrant", f"{action} failed: {exc or type(exc).__name__}") from exc
@@ -130,6 +139,9 @@ class AnimeStore:
             raise DependencyUnavailable(
                 "qdrant", f"{action} failed: HTTP {exc.status_code} {exc.reason_phrase}"
             ) from exc
+        finally:
+            if self.observer is not None:
+                self.observer(action, time.perf_counter() - started, ok)
 
     # -- collection lifecycle -------------------------------------------------------------------
 
@@ -201,7 +213,7 @@ class AnimeStore:
             for key, field_schema in PAYLOAD_INDEXES.items():
                 await self._guard(
                     self._client.create_payload_index(name, key, field_schema=field_schema, wait=True),
-                    f"indexing {key}",
+                    "create payload index",
                 )
 
     async def point_alias(self, collection: str) -> str | None:
@@ -221,6 +233,7 @@ class AnimeStore:
             self._client.update_collection_aliases(change_aliases_operations=operations), "alias swap"
         )
         self.invalidate()
+        await self._written()
         return previous
 
     async def drop_collection(self, name: str) -> None:
@@ -257,6 +270,7 @@ class AnimeStore:
             async with self.shadow_lock:
                 self.shadow_touched.update(p.anime_id for p in points)
                 await self._shadow_write(shadow, self._client.upsert(shadow, points=structs, wait=True))
+        await self._written()
 
     async def delete(self, anime_id: str) -> bool:
         """True if the anime existed (and is now gone everywhere)."""
@@ -271,7 +285,12 @@ class AnimeStore:
                 await self._shadow_write(
                     shadow, self._client.delete(shadow, points_selector=selector, wait=True)
                 )
+        await self._written()
         return anime_id in existing
+
+    async def _written(self) -> None:
+        if self.on_write is not None:
+            await self.on_write()
 
     async def _shadow_write(self, shadow: str, awaitable: Any) -> None:
         try:
