@@ -25,6 +25,9 @@ def main() -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
+        # TLS straight from the service when no proxy terminates it (SSL_CERTFILE/SSL_KEYFILE).
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
     )
     return 0
 

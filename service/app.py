@@ -26,7 +26,10 @@ from service.metrics import Metrics
 from service.reindex import Reindexer
 from service.runtime import build_runtime
 from service.search import SearchService
-from service.settings import Settings, load_settings
+from service.security.auth import ApiKeyConfigError, KeyRing
+from service.security.middleware import SecurityPolicy, gate, parse_networks
+from service.security.ratelimit import Limit, build_buckets
+from service.settings import Settings, SettingsError, load_settings
 from service.similarity import SimilarityService
 
 log = get_logger("service.http")
@@ -86,6 +89,7 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     metrics = Metrics()
+    policy = security_policy(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -107,6 +111,7 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
         finally:
             await reindexer.close()
             await runtime.close()
+            await policy.buckets.close()
             log.info("stopped")
 
     app = Litestar(
@@ -139,5 +144,33 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
     # Around the whole router, not as app middleware: Litestar runs middleware only for matched
     # routes, and 404/405 answers must be logged and counted too (its OpenTelemetry plugin hooks
     # in at the same place).
-    app.asgi_handler = observe(metrics)(app.asgi_handler)
+    app.asgi_handler = observe(metrics)(gate(policy)(app.asgi_handler))
     return app
+
+
+def security_policy(settings: Settings) -> SecurityPolicy:
+    """Keys, limits and proxies from settings; a malformed value stops start-up naming the variable."""
+    try:
+        keys = KeyRing.from_config(settings.api_keys)
+    except ApiKeyConfigError as exc:
+        raise SettingsError(f"invalid environment variable API_KEYS: {exc}") from exc
+    limits = {}
+    for name in ("rate_limit_search", "rate_limit_admin", "rate_limit_ip"):
+        try:
+            limits[name] = Limit.parse(getattr(settings, name))
+        except ValueError as exc:
+            raise SettingsError(f"invalid environment variable {name.upper()}: {exc}") from exc
+    try:
+        proxies = parse_networks(settings.trusted_proxies)
+    except ValueError as exc:
+        raise SettingsError(f"invalid environment variable TRUSTED_PROXIES: {exc}") from exc
+    return SecurityPolicy(
+        keys=keys,
+        buckets=build_buckets(settings.redis_url),
+        search_limit=limits["rate_limit_search"],
+        admin_limit=limits["rate_limit_admin"],
+        ip_limit=limits["rate_limit_ip"],
+        public_health=settings.auth_public_health,
+        public_metrics=settings.auth_public_metrics,
+        trusted_proxies=proxies,
+    )

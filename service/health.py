@@ -28,12 +28,21 @@ def _ms(started: float) -> float:
 
 
 async def check_health(runtime: Runtime) -> HealthResponse:
-    components = {
-        "store": await _probe(runtime.store.ping),
-    }
+    """ok: everything answers. degraded: a model is down (its searches answer 503, the rest works).
+    down: the store is down (nothing can be served)."""
+    components = {"store": await _probe(runtime.store.ping)}
     for role in runtime.manifests:
         components[f"{runtime.engine.name}:{role}"] = await _probe(
             lambda r=role: runtime.engine.model_ready(r)
         )
-    status = "ok" if all(c.status == "ok" for c in components.values()) else "down"
+    circuits = await runtime.breakers.states() if runtime.breakers is not None else {}
+    for circuit, state in circuits.items():
+        if state != "closed":
+            components[f"circuit:{circuit}"] = ComponentHealth(status="down", detail=f"circuit {state}")
+    if components["store"].status != "ok":
+        status = "down"
+    elif all(c.status == "ok" for c in components.values()):
+        status = "ok"
+    else:
+        status = "degraded"
     return HealthResponse(status=status, components=components)

@@ -20,6 +20,7 @@ from service.manifest import (
     load_manifest,
 )
 from service.metrics import InstrumentedEngine, Metrics
+from service.resilience import Breakers, GuardedEngine
 from service.settings import Settings
 from service.store.qdrant_store import AnimeStore
 from service.store.types import VectorSchema
@@ -42,6 +43,7 @@ class Runtime:
     clip_text: TextEncoder | None = None
     metrics: Metrics = field(default_factory=Metrics)
     cache: SearchCache | None = None
+    breakers: Breakers | None = None
 
     async def close(self) -> None:
         await self.engine.close()
@@ -98,7 +100,8 @@ async def build_runtime(
     metrics = metrics or Metrics()
     models = load_manifests(settings.model_repository)
     manifests = {role: manifest for role, (manifest, _) in models.items()}
-    engine = InstrumentedEngine(engine or build_engine(settings, models), metrics)
+    breakers = Breakers(settings.breaker_threshold, settings.breaker_reset_s)
+    engine = InstrumentedEngine(GuardedEngine(engine or build_engine(settings, models), breakers), metrics)
     refresh = getattr(engine, "refresh_model_info", None)
     if refresh is not None:
         await refresh(list(manifests))
@@ -119,6 +122,7 @@ async def build_runtime(
         params=settings.index_params(),
     )
     store.observer = metrics.observe_store
+    store.breakers = breakers
     cache = SearchCache(
         build_cache(
             settings.redis_url, max_entries=settings.cache_max_entries, max_bytes=settings.cache_max_bytes
@@ -142,4 +146,5 @@ async def build_runtime(
         clip_text=clip_text,
         metrics=metrics,
         cache=cache,
+        breakers=breakers,
     )

@@ -64,6 +64,21 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     cache_max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024 * 1024
     redis_url: str | None = None
 
+    # Security: API keys (name:role:sha256 entries; none = open), rate limits ("<per second>/<burst>")
+    api_keys: str | None = None
+    auth_public_health: bool = True
+    auth_public_metrics: bool = True
+    rate_limit_search: str | None = None
+    rate_limit_admin: str | None = None
+    rate_limit_ip: str | None = None
+    trusted_proxies: str | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    # Resilience: consecutive outages that open a dependency's circuit, and how long it stays open
+    breaker_threshold: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    breaker_reset_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 5.0
+
     # Admin
     admin_max_batch: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 256
     reindex_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256

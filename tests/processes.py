@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -14,7 +15,12 @@ import httpx
 
 
 def start_service(
-    env: dict[str, str], port: int, log: Path, timeout_s: float = 180.0
+    env: dict[str, str],
+    port: int,
+    log: Path,
+    timeout_s: float = 180.0,
+    scheme: str = "http",
+    verify: bool | ssl.SSLContext = True,
 ) -> subprocess.Popen[bytes]:
     """`python -m service` on 127.0.0.1:`port`; returns once /health answers 200."""
     with log.open("wb") as handle:
@@ -35,7 +41,7 @@ def start_service(
         if process.poll() is not None:
             raise RuntimeError(f"service exited with {process.returncode}: {log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{scheme}://127.0.0.1:{port}/health", timeout=2, verify=verify).status_code == 200:
                 return process
         except httpx.HTTPError:
             pass

@@ -198,7 +198,8 @@ async def test_unreachable_triton_answers_503_with_the_reason(minilm_repository,
         assert error["details"]["dependency"] == "triton"
         assert "cannot reach" in error["details"]["reason"] or "no answer" in error["details"]["reason"]
         health = await client.get("/health")
-        assert health.status_code == 503
+        # Degraded, not down: the store answers, so the pod keeps serving lookups and clear 503s.
+        assert health.status_code == 200 and health.json()["status"] == "degraded"
         assert health.json()["components"]["triton:text_embedder"]["status"] == "down"
         # The store is fine, so lookups that need no encoder still work.
         assert (await client.get("/api/v1/search/by-id/eva")).status_code == 200

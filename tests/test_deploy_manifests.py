@@ -52,7 +52,7 @@ PART_OF = {"app.kubernetes.io/part-of": NAMESPACE}
 
 # Environment variables the façade reads besides the fields of `Settings`: the cache and the API keys
 # (being added to the service; harmless once they become Settings fields too).
-EXTRA_SERVICE_ENV = frozenset({"REDIS_URL", "AVS_API_KEYS"})
+EXTRA_SERVICE_ENV: frozenset[str] = frozenset()  # every setting is a Settings field now
 # Variables of the image itself, not of the service.
 IMAGE_ENV = frozenset({"PATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "HF_HOME"})
 
@@ -547,8 +547,8 @@ def test_facade_environment_is_known_to_the_service_and_points_at_the_stack(name
 def test_gpu_prod_wiring() -> None:
     docs = rendering("gpu-prod")
     facade = container(find(docs, "Deployment", FACADE), FACADE)
-    secret = env_of(facade)["AVS_API_KEYS"]["valueFrom"]["secretKeyRef"]
-    assert secret == {"name": API_KEYS_SECRET, "key": "AVS_API_KEYS"}
+    secret = env_of(facade)["API_KEYS"]["valueFrom"]["secretKeyRef"]
+    assert secret == {"name": API_KEYS_SECRET, "key": "API_KEYS"}
     assert split_image(facade["image"])[0].endswith("/anime-vector-service")
     data = find(docs, "ConfigMap", FACADE_CONFIG)["data"]
     assert (data["QDRANT_SHARDS"], data["QDRANT_REPLICAS"]) == ("6", "2")
@@ -579,7 +579,7 @@ def test_cpu_dev_wiring() -> None:
     docs = rendering("cpu-dev")
     text = json.dumps(docs)
     assert "nvidia.com/gpu" not in text, "cpu-dev requests no GPU anywhere"
-    assert "AVS_API_KEYS" not in text, "API keys are off in cpu-dev"
+    assert "API_KEYS" not in text, "API keys are off in cpu-dev"
     assert find(docs, "PersistentVolumeClaim", "model-repository")["spec"]["accessModes"] == ["ReadWriteOnce"]
     base = container(find(rendering("base"), "Deployment", FACADE), FACADE)["resources"]["requests"]
     dev = container(find(docs, "Deployment", FACADE), FACADE)["resources"]["requests"]

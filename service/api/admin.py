@@ -61,7 +61,7 @@ class AdminController(Controller):
     @get("/health", summary="Each dependency with its latency, and the reindex state")
     async def health(self, admin: NamedDependency[AdminService]) -> Response[dict[str, Any]]:
         report = await admin.health()
-        return Response(report, status_code=200 if report["status"] == "ok" else 503)
+        return Response(report, status_code=503 if report["status"] == "down" else 200)
 
     @post(
         "/reindex",

@@ -43,12 +43,12 @@ async def service_info(state: State) -> ServiceInfo:
 @get(
     "/health",
     tags=["system"],
-    summary="Liveness and dependency health (503 when a required dependency is down)",
+    summary="Dependency health: ok, degraded (a model is down; named in components) or down (store; 503)",
     responses={503: ResponseSpec(data_container=HealthResponse, description="a required dependency is down")},
 )
 async def health(state: State) -> Response[HealthResponse]:
     report = await check_health(state.runtime)
-    return Response(report, status_code=200 if report.status == "ok" else 503)
+    return Response(report, status_code=503 if report.status == "down" else 200)
 
 
 @get(

@@ -29,9 +29,21 @@ class TritonEngine:
         self.protocol = protocol
         self.timeout_s = timeout_s
         if protocol == "grpc":
+            from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
             from tritonclient.grpc import aio as client_module
 
-            self._client: Any = client_module.InferenceServerClient(url=url)
+            # gRPC's reconnect backoff grows to 120 s by default: after a Triton restart the façade
+            # would keep failing for minutes. Cap it so recovery takes seconds.
+            channel_args = [
+                ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+                ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+                ("grpc.initial_reconnect_backoff_ms", 250),
+                ("grpc.min_reconnect_backoff_ms", 250),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+            ]
+            self._client: Any = client_module.InferenceServerClient(url=url, channel_args=channel_args)
         elif protocol == "http":
             from tritonclient.http import aio as client_module
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import inspect
+import sqlite3
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
@@ -94,6 +96,8 @@ class AnimeStore:
         self.observer: Callable[[str, float, bool], None] | None = None
         # Awaited after every acknowledged write (upsert, delete, alias swap): cache invalidation.
         self.on_write: Callable[[], Awaitable[None]] | None = None
+        # Circuit breaker shared with the engine's (service/resilience.py); None in bare use.
+        self.breakers: Any = None
 
     @classmethod
     def open(
@@ -124,13 +128,29 @@ class AnimeStore:
         return None if self.is_local else self.params.search_params()
 
     async def _guard(self, awaitable: Any, action: str) -> Any:
+        if self.breakers is None:
+            return await self._call(awaitable, action)
+        try:
+            return await self.breakers.call("qdrant", "qdrant", lambda: self._call(awaitable, action))
+        finally:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never started when the circuit was open; a no-op otherwise
+
+    async def _call(self, awaitable: Any, action: str) -> Any:
         started = time.perf_counter()
         ok = False
         try:
             result = await awaitable
             ok = True
             return result
-        except (ResponseHandlingException, ConnectionError, OSError, asyncio.TimeoutError) as exc:
+        except (
+            ResponseHandlingException,
+            ConnectionError,
+            OSError,
+            asyncio.TimeoutError,
+            sqlite3.Error,
+        ) as exc:
+            # sqlite3: the embedded store's file is locked, read-only or the disk is full.
             self._ready = False
             raise DependencyUnavailable("qdrant", f"{action} failed: {exc or type(exc).__name__}") from exc
         except UnexpectedResponse as exc:
