@@ -26,17 +26,15 @@ import random
 import shutil
 import sys
 import threading
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
-import numpy as np
 
-from service.progress import counter
+from benchmarks.load import closed_loop, open_loop
 from service.triton_local.launcher import LocalTriton, free_port
 from tests.processes import start_service
 
@@ -53,6 +51,8 @@ TEXT_QUERIES = [
     "baseball team in high school",
 ]
 ENDPOINTS = ("search", "image", "multimodal", "similarity")
+# The PRD's p95 targets per endpoint, in milliseconds.
+SLA_MS = {"search": 100, "image": 300, "multimodal": 400, "similarity": 150}
 TEXT_MAX_TOKENS = "128"
 
 
@@ -135,46 +135,6 @@ def _request_factory(endpoint: str, queries: dict[str, list[str]]) -> Callable[[
     return make
 
 
-async def _measure(
-    port: int, endpoint: str, queries: dict, requests: int, warmup: int, concurrency: int
-) -> dict:
-    base = f"http://127.0.0.1:{port}"
-    make = _request_factory(endpoint, queries)
-    latencies: list[float] = []
-    errors = 0
-    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-        for i in range(warmup):
-            method, path, body = make(i)
-            await client.request(method, path, json=body)
-        pending = iter(range(requests))
-        with counter(f"{endpoint}", requests, unit="req") as advance:
-
-            async def worker() -> None:
-                nonlocal errors
-                for i in pending:
-                    method, path, body = make(i)
-                    started = time.perf_counter()
-                    response = await client.request(method, path, json=body)
-                    latencies.append((time.perf_counter() - started) * 1000)
-                    errors += response.status_code != 200
-                    advance(1)
-
-            started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            wall = time.perf_counter() - started
-    values = np.array(latencies)
-    return {
-        "requests": requests,
-        "errors": errors,
-        "concurrency": concurrency,
-        "p50_ms": float(np.percentile(values, 50)),
-        "p95_ms": float(np.percentile(values, 95)),
-        "p99_ms": float(np.percentile(values, 99)),
-        "mean_ms": float(values.mean()),
-        "throughput_rps": requests / wall,
-    }
-
-
 class RssSampler(threading.Thread):
     """Peak resident memory of a process (Linux /proc), sampled every 100 ms while the load runs."""
 
@@ -198,14 +158,14 @@ class RssSampler(threading.Thread):
         self._stop.set()
 
 
-def run(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     workspace: Path = args.workspace
     queries = json.loads((workspace / "queries.json").read_text())
     repository = workspace / "model_repository"
-    results: dict[str, dict[str, dict]] = {}
     scratch = workspace / "run"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
+    runs: list[dict[str, Any]] = []
     for engine in args.engines:
         with ExitStack() as stack:
             env = {
@@ -216,7 +176,9 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
                 # Off by default: this measures the work; benchmarks.cache_gain measures the cache.
                 "CACHE_ENABLED": "true" if args.cache else "false",
             }
-            if engine == "triton":
+            if engine == "triton" and args.triton_url:
+                env["TRITON_URL"] = args.triton_url  # e.g. a GPU tritonserver serving the same repository
+            elif engine == "triton":
                 triton = stack.enter_context(LocalTriton(repository, workdir=scratch / "triton"))
                 env["TRITON_URL"] = triton.endpoints.grpc_url
             port = free_port()
@@ -226,33 +188,79 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
             sampler = RssSampler(process.pid)
             sampler.start()
             stack.callback(sampler.stop)
-            results[engine] = {}
+            base = f"http://127.0.0.1:{port}"
             for endpoint in args.endpoints:
-                results[engine][endpoint] = asyncio.run(
-                    _measure(port, endpoint, queries, args.requests, args.warmup, args.concurrency)
-                )
-                results[engine][endpoint]["peak_rss_mib"] = sampler.peak_mib
-    return results
+                make = _request_factory(endpoint, queries)
+                loads: list[tuple[str, Any]] = [("closed", c) for c in args.concurrency]
+                loads += [("open", r) for r in args.rps]
+                for mode, level in loads:
+                    label = f"{engine} {endpoint} {mode} {level}"
+                    if mode == "closed":
+                        stats = asyncio.run(
+                            closed_loop(base, make, requests=args.requests, concurrency=level, label=label)
+                        )
+                    else:
+                        stats = asyncio.run(
+                            open_loop(base, make, rps=level, duration_s=args.duration, label=label)
+                        )
+                    row = {
+                        "engine": engine,
+                        "endpoint": endpoint,
+                        **asdict(stats),
+                        "peak_rss_mib": sampler.peak_mib,
+                    }
+                    row["sla_ms"] = SLA_MS[endpoint]
+                    row["meets_sla"] = stats.p95_ms <= SLA_MS[endpoint] and stats.error_rate < 0.001
+                    runs.append(row)
+    return {"runs": runs}
 
 
-def markdown(results: dict[str, dict[str, dict]]) -> str:
-    engines = list(results)
+def markdown(results: dict[str, Any]) -> str:
+    runs = results["runs"]
     lines = [
-        "| endpoint | engine | p50 ms | p95 ms | p99 ms | req/s | p95 vs "
-        + engines[0]
-        + " | errors | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| endpoint | engine | load | p50 ms | p95 ms | p99 ms | req/s | errors | SLA p95 | verdict | RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for endpoint in next(iter(results.values())):
-        baseline = results[engines[0]][endpoint]["p95_ms"]
-        for engine in engines:
-            r = results[engine][endpoint]
-            lines.append(
-                f"| {endpoint} | {engine} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
-                f"{r['throughput_rps']:.1f} | {r['p95_ms'] / baseline:.2f}x | {r['errors']} | "
-                f"{r['peak_rss_mib']:.0f} |"
-            )
+    for r in runs:
+        load = (
+            f"{r['concurrency']} concurrent" if r["mode"] == "closed" else f"{r['target_rps']:g} req/s open"
+        )
+        verdict = "met" if r["meets_sla"] else "NOT met"
+        lines.append(
+            f"| {r['endpoint']} | {r['engine']} | {load} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['throughput_rps']:.1f} | {r['errors']} | {r['sla_ms']} | {verdict} | "
+            f"{r['peak_rss_mib']:.0f} |"
+        )
     return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """p95 latency against concurrent clients, one line per endpoint and engine, SLA lines dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    closed = [r for r in results["runs"] if r["mode"] == "closed"]
+    endpoints = sorted({r["endpoint"] for r in closed})
+    fig, axes = plt.subplots(1, len(endpoints), figsize=(4.2 * len(endpoints), 3.6), squeeze=False)
+    for ax, endpoint in zip(axes[0], endpoints, strict=True):
+        for engine in sorted({r["engine"] for r in closed}):
+            points = sorted(
+                (r["concurrency"], r["p95_ms"])
+                for r in closed
+                if r["endpoint"] == endpoint and r["engine"] == engine
+            )
+            ax.plot([c for c, _ in points], [p for _, p in points], marker="o", label=engine)
+        ax.axhline(SLA_MS[endpoint], linestyle="--", color="grey", label=f"SLA {SLA_MS[endpoint]} ms")
+        ax.set_title(endpoint)
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel("p95 latency (ms)")
+        ax.set_xscale("log", base=2)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,11 +273,18 @@ def main(argv: list[str] | None = None) -> int:
     measure.add_argument("--workspace", type=Path, default=Path("var/bench"))
     measure.add_argument("--engines", nargs="+", default=["onnx", "triton"], choices=["onnx", "triton"])
     measure.add_argument("--endpoints", nargs="+", default=list(ENDPOINTS), choices=ENDPOINTS)
-    measure.add_argument("--requests", type=int, default=200)
-    measure.add_argument("--warmup", type=int, default=10)
-    measure.add_argument("--concurrency", type=int, default=1)
+    measure.add_argument("--concurrency", nargs="*", type=int, default=[1, 4, 16], help="closed-loop clients")
+    measure.add_argument("--rps", nargs="*", type=float, default=[], help="open-loop target rates")
+    measure.add_argument("--requests", type=int, default=200, help="per closed-loop run")
+    measure.add_argument("--duration", type=float, default=20.0, help="seconds per open-loop run")
     measure.add_argument("--cache", action="store_true", help="leave the answer/embedding caches on")
+    measure.add_argument(
+        "--triton-url",
+        default=None,
+        help="use this Triton (gRPC host:port, e.g. on a GPU) instead of a local one",
+    )
     measure.add_argument("--json", type=Path, default=None, help="also write the results here")
+    measure.add_argument("--plot", type=Path, default=None, help="PNG of p95 against concurrency")
     args = parser.parse_args(argv)
     if args.command == "setup":
         setup(args.workspace, args.anime)
@@ -283,16 +298,12 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
         }
+        command = "python -m benchmarks.latency " + " ".join(argv or sys.argv[1:])
         args.json.write_text(
-            json.dumps(
-                {
-                    "environment": environment,
-                    "args": vars(args) | {"workspace": str(args.workspace), "json": str(args.json)},
-                    "results": results,
-                },
-                indent=2,
-            )
+            json.dumps({"environment": environment, "command": command, **results}, indent=2)
         )
+    if args.plot:
+        plot(results, args.plot)
     return 0
 
 

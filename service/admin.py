@@ -28,6 +28,12 @@ class BatchTooLarge(InvalidInput):
     code = "batch_too_large"
 
 
+class NothingStored(InvalidInput):
+    """Every item failed: an error (the one envelope), with the per-item report as its details."""
+
+    code = "nothing_stored"
+
+
 def _problems(items: list) -> list[ItemProblem]:
     return [ItemProblem(code=p.code, message=p.message, field=p.field) for p in items]
 
@@ -38,7 +44,7 @@ class AdminService:
         self.reindexer = reindexer
 
     async def upsert(self, request: UpsertRequest) -> tuple[UpsertResponse, int]:
-        """200 when all stored, 207 when some failed, 422 when none could be stored."""
+        """200 when all stored, 207 when some failed; none stored is a 422 `nothing_stored` error."""
         started = time.perf_counter()
         limit = self.runtime.settings.admin_max_batch
         if len(request.documents) > limit:
@@ -68,8 +74,13 @@ class AdminService:
             model_versions=versions,
             took_ms=round((time.perf_counter() - started) * 1000, 3),
         )
-        status = 200 if report.failed == 0 else (207 if report.stored else 422)
-        return body, status
+        if report.failed and not report.stored:
+            first = next((i for i in items if i.errors), None)
+            reason = f": item {first.index}: {first.errors[0].message}" if first else ""
+            raise NothingStored(
+                f"none of the {report.failed} documents could be stored{reason}", **msgspec.to_builtins(body)
+            )
+        return body, 200 if report.failed == 0 else 207
 
     async def delete(self, anime_id: str) -> DeleteResponse:
         if not await self.runtime.store.delete(anime_id):

@@ -19,6 +19,7 @@ from service.api.admin import AdminController, provide_admin
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.search import SearchController
 from service.api.similarity import SimilarityController
+from service.api.strict import strict_json_body
 from service.api.system import health, prometheus_metrics, service_info
 from service.encoders.base import InferenceEngine
 from service.logs import configure_logging, get_logger
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
             "admin": Provide(provide_admin, sync_to_thread=False),
         },
         request_max_body_size=settings.request_max_body_bytes,
+        before_request=strict_json_body,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(
             title="Anime Vector Service",

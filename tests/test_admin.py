@@ -173,7 +173,9 @@ async def test_bad_items_get_item_level_errors_and_good_ones_are_still_stored(
         assert field.split(".")[1] in second["errors"][0]["message"]
     assert (await client.get(f"/api/v1/search/by-id/{good['anime_id']}")).status_code == 200
     only_bad = await upsert(client, [bad], status=422)
-    assert only_bad["stored"] == 0
+    assert only_bad["error"]["code"] == "nothing_stored"
+    report = only_bad["error"]["details"]
+    assert report["stored"] == 0 and report["items"][0]["errors"][0]["code"] == code
 
 
 async def test_batch_bounds_malformed_json_and_duplicates(client, bangumi_documents):

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from service.admin import AdminService
@@ -26,8 +27,14 @@ class AdminController(Controller):
     @post(
         "/vectors/upsert",
         summary="Insert or replace anime (idempotent by anime_id); the service embeds what is missing",
-        description="200: all stored. 207: some stored, the rest failed (see items). 422: none stored.",
-        responses=error_responses(400, 413, 422, 503),
+        description=(
+            "200: all stored. 207: some stored, the rest failed (see items). 422 `nothing_stored`: none "
+            "stored, with the same per-item report in `error.details`."
+        ),
+        responses={
+            207: ResponseSpec(data_container=UpsertResponse, description="some stored, some failed"),
+            **error_responses(400, 413, 422, 503),
+        },
         status_code=200,
     )
     async def upsert(
@@ -66,7 +73,7 @@ class AdminController(Controller):
     @post(
         "/reindex",
         summary="Rebuild the collection (new index settings or re-embedding) and swap it in without downtime",
-        responses=error_responses(409, 422, 503),
+        responses=error_responses(400, 409, 422, 503),
         status_code=202,
     )
     async def reindex(

@@ -56,7 +56,11 @@ def free_port() -> int:
 
 
 def prepare_cpu_repository(
-    source: Path, destination: Path, models: list[str] | None = None, ort_threads: int = 0
+    source: Path,
+    destination: Path,
+    models: list[str] | None = None,
+    ort_threads: int = 0,
+    dynamic_batching: bool = True,
 ) -> list[str]:
     """Derive a Python-backend repository from `source`; returns the model names it holds."""
     destination.mkdir(parents=True, exist_ok=True)
@@ -76,6 +80,8 @@ def prepare_cpu_repository(
             del group.gpus[:]
         if ort_threads:
             config.parameters["ORT_INTRA_OP_THREADS"].string_value = str(ort_threads)
+        if not dynamic_batching:  # for side-by-side benchmarks: every request its own execution
+            config.ClearField("dynamic_batching")
         target = destination / model_dir.name
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
@@ -124,6 +130,7 @@ class LocalTriton:
         models: list[str] | None = None,
         ort_threads: int = 0,
         log_file: Path | None = None,
+        dynamic_batching: bool = True,
     ) -> None:
         self.model_repository = Path(model_repository)
         self._own_workdir = workdir is None
@@ -133,6 +140,7 @@ class LocalTriton:
         )
         self.models = models
         self.ort_threads = ort_threads
+        self.dynamic_batching = dynamic_batching
         self.log_file = log_file or self.workdir / "tritonserver.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.loaded: list[str] = []
@@ -164,7 +172,9 @@ class LocalTriton:
     def start(self, timeout_s: float = 180.0) -> LocalTriton:
         dist, _ = _pytriton_dist()
         repository = self.workdir / "model_repository"
-        self.loaded = prepare_cpu_repository(self.model_repository, repository, self.models, self.ort_threads)
+        self.loaded = prepare_cpu_repository(
+            self.model_repository, repository, self.models, self.ort_threads, self.dynamic_batching
+        )
         if not self.loaded:
             raise TritonLaunchError(
                 f"no exported model (config.pbtxt + <version>/model.onnx) in {self.model_repository}"
