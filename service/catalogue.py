@@ -152,7 +152,8 @@ async def put_documents(
     pictures: dict[tuple[str, str], Any] = {}
     if runtime.image is not None and candidates:
         need = [doc for doc, _ in candidates]
-        resolved = await (images or ImageResolver()).resolve(need)
+        resolver = images or ImageResolver(limits=runtime.image_limits, decoder=runtime.decoder)
+        resolved = await resolver.resolve(need)
         by_id = {out.anime_id: out for _, out in candidates}
         for problem in resolved.problems:
             issue = ItemError(problem.code, problem.message, f"{problem.slot}_data")

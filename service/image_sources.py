@@ -15,14 +15,13 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
+from service.decoding import DEFAULT_POOL, DecodePool
 from service.documents import AnimeDocument
 from service.images import (
     ImageError,
     ImageLimits,
     ImageTooLarge,
     decode_base64_image,
-    load_image,
-    read_image_file,
 )
 
 SLOTS = ("picture", "thumbnail")
@@ -50,6 +49,7 @@ class ImageResolver:
     limits: ImageLimits = field(default_factory=ImageLimits)
     timeout_s: float = 10.0
     concurrency: int = 8
+    decoder: DecodePool = DEFAULT_POOL
 
     async def resolve(self, documents: Sequence[AnimeDocument]) -> ResolvedImages:
         resolved = ResolvedImages()
@@ -78,16 +78,16 @@ class ImageResolver:
         inline = getattr(doc, f"{slot}_data")
         if inline:
             data = decode_base64_image(inline, self.limits)
-            return await asyncio.to_thread(load_image, data, self.limits)
+            return await self.decoder.decode(data, self.limits)
         if self.images_dir is not None:
             for extension in _EXTENSIONS:
                 path = self.images_dir / f"{doc.anime_id}.{slot}.{extension}"
                 if path.is_file():
-                    return await asyncio.to_thread(read_image_file, path, self.limits)
+                    return await self.decoder.read_file(path, self.limits)
         url = getattr(doc, slot)
         if self.fetch_urls and url:
             data = await self._download(client, url)
-            return await asyncio.to_thread(load_image, data, self.limits)
+            return await self.decoder.decode(data, self.limits)
         return None
 
     async def _download(self, client: httpx.AsyncClient, url: str) -> bytes:

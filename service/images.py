@@ -392,22 +392,38 @@ def _orientation(img: Image.Image) -> Image.Transpose | None:
     return _ORIENTATION.get(value) if isinstance(value, int) else None
 
 
+# Rows converted at a time. Conversions are per pixel, so strips give the same pixels as one pass, and
+# the temporaries stay a few MB: whole-image RGBA compositing or 16-bit grey arithmetic cost 5-10 bytes
+# per pixel each, which at the pixel budget made a 100 KB PNG cost over 1 GB (found by the decoder fuzz).
+_STRIP_ROWS = 256
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Always a new image: transparency composited on white, as CLIPImageProcessor's convert_to_rgb."""
     try:
-        if img.mode in _WIDE_GREY_MODES:
-            img = _wide_grey_to_8bit(img)
-        if "A" in img.getbands() or img.info.get("transparency") is not None:
-            rgba = img.convert("RGBA")
-            white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-            return Image.alpha_composite(white, rgba).convert("RGB")
-        return img.convert("RGB")
+        if img.height <= _STRIP_ROWS:
+            return _strip_to_rgb(img)
+        rgb = Image.new("RGB", img.size)
+        for top in range(0, img.height, _STRIP_ROWS):
+            strip = img.crop((0, top, img.width, min(img.height, top + _STRIP_ROWS)))
+            rgb.paste(_strip_to_rgb(strip), (0, top))
+        return rgb
     except MemoryError:
         raise
     except Exception as exc:
         raise UnsupportedImage(
             f"pixel mode {img.mode} cannot be converted to RGB: {_reason(exc)}", mode=img.mode
         ) from exc
+
+
+def _strip_to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in _WIDE_GREY_MODES:
+        img = _wide_grey_to_8bit(img)
+    if "A" in img.getbands() or img.info.get("transparency") is not None:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 def _wide_grey_to_8bit(img: Image.Image) -> Image.Image:

@@ -143,7 +143,12 @@ async def _run(args: argparse.Namespace) -> IngestReport:
     documents = _load(args)
     runtime = await build_runtime(settings)
     try:
-        resolver = ImageResolver(images_dir=args.images, fetch_urls=args.fetch_images)
+        resolver = ImageResolver(
+            images_dir=args.images,
+            fetch_urls=args.fetch_images,
+            limits=runtime.image_limits,
+            decoder=runtime.decoder,
+        )
         return await ingest(
             runtime,
             documents,

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from service.cache import build_cache
 from service.caching import SearchCache
+from service.decoding import DecodePool
 from service.encoders.base import InferenceEngine
 from service.encoders.image import ImageEncoder
 from service.encoders.text import TextEncoder
+from service.images import ImageLimits
 from service.manifest import (
     CLIP_TEXT_EMBEDDER,
     IMAGE_EMBEDDER,
@@ -44,10 +46,16 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     cache: SearchCache | None = None
     breakers: Breakers | None = None
+    decoder: DecodePool = field(default_factory=DecodePool)
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(max_bytes=self.settings.image_max_bytes, max_pixels=self.settings.image_max_pixels)
 
     async def close(self) -> None:
         await self.engine.close()
         await self.store.close()
+        self.decoder.close()
         if self.cache is not None:
             await self.cache.close()
 
@@ -147,4 +155,5 @@ async def build_runtime(
         metrics=metrics,
         cache=cache,
         breakers=breakers,
+        decoder=DecodePool(settings.image_decode_threads),
     )

@@ -16,7 +16,7 @@ from service.caching import QueryEmbedding, SearchCache
 from service.errors import DependencyUnavailable, InvalidInput, NotFound
 from service.explain import explain
 from service.fusion import Candidate, RankedList, fuse
-from service.images import ImageLimits, decode_base64_image, load_image
+from service.images import decode_base64_image
 from service.runtime import IMAGE_VECTORS, TEXT_SPARSE_VECTOR, TEXT_VECTOR, Runtime
 from service.schemas import (
     AnimeRecord,
@@ -72,7 +72,7 @@ class SearchService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         settings = runtime.settings
-        self.limits = ImageLimits(max_bytes=settings.image_max_bytes, max_pixels=settings.image_max_pixels)
+        self.limits = runtime.image_limits
         self.candidates = settings.fusion_candidates
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -88,7 +88,7 @@ class SearchService:
     async def decode_image(self, data: str) -> Image.Image:
         """base64 -> checked, oriented RGB image; raises ImageError (4xx) for anything else."""
         raw = decode_base64_image(data, self.limits)
-        return await asyncio.to_thread(load_image, raw, self.limits)
+        return await self.runtime.decoder.decode(raw, self.limits)
 
     def _require_images(self) -> None:
         if self.runtime.image is None:

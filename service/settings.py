@@ -38,6 +38,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     fusion_candidates: Annotated[int, msgspec.Meta(ge=10, le=1000)] = 100
     image_max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 10 * 1024 * 1024
     image_max_pixels: Annotated[int, msgspec.Meta(ge=4096)] = 40_000_000
+    image_decode_threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
 
     # Store
     qdrant_url: str | None = None

@@ -330,6 +330,26 @@ def test_sixteen_bit_greyscale_is_scaled_not_clipped() -> None:
     assert (np.asarray(load_image(data)) == 128).all()
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "I;16", "CMYK", "L"])
+def test_tall_pictures_convert_strip_by_strip_to_the_same_pixels(mode: str) -> None:
+    """Conversion runs in strips of rows to bound memory; the pixels equal one whole-image pass."""
+    rng = np.random.default_rng(7)
+    height, width = 1000, 37  # several strips and a partial last one
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, (height, width), dtype=np.uint16))
+    elif mode == "P":
+        image = Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8), "P")
+        image.putpalette(rng.integers(0, 256, 768, dtype=np.uint8).tolist())
+        image.info["transparency"] = 5
+    else:
+        bands = len(Image.new(mode, (1, 1)).getbands())
+        image = Image.fromarray(rng.integers(0, 256, (height, width, bands), dtype=np.uint8).squeeze(), mode)
+    whole = images_module._strip_to_rgb(image)
+    stripped = images_module._to_rgb(image)
+    assert stripped.mode == whole.mode == "RGB" and stripped.size == whole.size
+    assert np.array_equal(np.asarray(stripped), np.asarray(whole))
+
+
 def test_webp_and_progressive_jpeg_load() -> None:
     picture = noise(60, 40, seed=9)
     for data in (encode(picture, "WEBP", quality=90), encode(picture, "JPEG", progressive=True)):

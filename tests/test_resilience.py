@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from service.ingest import ingest
@@ -71,7 +72,14 @@ class Load(threading.Thread):
             i = 0
             while not self.stop.is_set():
                 started = time.monotonic()
-                response = client.post("/api/v1/search", json={"query": f"giant robots {i % 7}", "limit": 5})
+                try:
+                    response = client.post(
+                        "/api/v1/search", json={"query": f"giant robots {i % 7}", "limit": 5}
+                    )
+                except httpx.TransportError as exc:  # the façade itself is gone (the store test kills it)
+                    self.records.append((started, 0, time.monotonic() - started, type(exc).__name__))
+                    time.sleep(0.05)
+                    continue
                 code = response.json().get("error", {}).get("code") if response.status_code != 200 else None
                 self.records.append((started, response.status_code, time.monotonic() - started, code))
                 i += 1
@@ -198,3 +206,66 @@ async def test_an_unreachable_qdrant_answers_503_fast_and_health_says_down(minil
         assert write.status_code == 503  # not acknowledged, so nothing is lost
         health = await client.get("/health")
         assert health.status_code == 503 and health.json()["status"] == "down"
+
+
+def test_embedded_store_killed_under_write_load_keeps_every_acknowledged_upsert(
+    minilm_repository, bangumi_documents, tmp_path
+):
+    """The local store lives inside the façade process: stopping the store means killing that process.
+
+    SIGKILL (no shutdown hook runs) while writers and searchers are busy, start it again on the same
+    folder: every upsert that was answered 200 is there, and searches succeed again.
+    """
+    folder = tmp_path / "store"
+    env = {"MODEL_REPOSITORY": str(minilm_repository), "QDRANT_PATH": str(folder)}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_service(env, port, tmp_path / "service-1.log")
+    documents = [msgspec.to_builtins(d) for d in bangumi_documents[:400]]
+    acknowledged: list[str] = []
+    stop_writing = threading.Event()
+
+    def write(offset: int) -> None:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            for start in range(offset, len(documents), 8):  # two writers, interleaved batches of 4
+                if stop_writing.is_set():
+                    return
+                batch = documents[start : start + 4]
+                try:
+                    response = client.post("/api/v1/admin/vectors/upsert", json={"documents": batch})
+                except httpx.HTTPError:
+                    return  # the process died with this request in flight: not acknowledged
+                if response.status_code == 200:
+                    acknowledged.extend(d["anime_id"] for d in batch)
+
+    writers = [threading.Thread(target=write, args=(offset,)) for offset in (0, 4)]
+    searches = Load(base)
+    for thread in [*writers, searches]:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while len(acknowledged) < 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.kill()
+    process.wait(timeout=10)
+    stop_writing.set()
+    searches.stop.set()
+    for thread in [*writers, searches]:
+        thread.join(timeout=30)
+    assert len(acknowledged) >= 60, "the writers were too slow to test anything"
+    assert len(acknowledged) < len(documents), "the kill came after every write: nothing was in flight"
+    assert any(status == 200 for _, status, _, _ in searches.records)
+
+    restarted = start_service(env, port, tmp_path / "service-2.log")
+    try:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            missing = [
+                anime_id
+                for anime_id in acknowledged
+                if client.get(f"/api/v1/search/by-id/{anime_id}").status_code != 200
+            ]
+            assert missing == [], f"{len(missing)} acknowledged upserts lost: {missing[:5]}"
+            search = client.post("/api/v1/search", json={"query": acknowledged[0], "limit": 5})
+            assert search.status_code == 200 and search.json()["results"]
+            assert client.get("/health").json()["status"] == "ok"
+    finally:
+        stop(restarted)
