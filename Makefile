@@ -18,7 +18,7 @@ export SERVICE_PORT     ?= 8000
 # facts in focus (README "Demo model notes"). Set 0 for the model's own window.
 export TEXT_MAX_TOKENS  ?= 128
 
-.PHONY: demo test lint serve export-demo ingest-demo triton clean-demo system-deps
+.PHONY: demo test lint serve export-demo ingest-demo triton clean-demo system-deps bench bench-gpu
 
 # Real Prometheus and Redis for the operations tests, from Debian's packages.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -70,3 +70,23 @@ system-deps:
 
 test: lint system-deps
 	$(PY) -m pytest -q
+
+# -- benchmarks (benchmarks/RESULTS.md): one command, measurements run one after another ------------
+
+BENCH ?= $(VAR)/bench
+RESULTS := benchmarks/results
+
+$(BENCH)/queries.json: | $(VENV)/.ready-dev
+	$(PY) -m benchmarks.latency setup --workspace $(BENCH) --anime 1000
+
+bench: $(BENCH)/queries.json
+	$(PY) -m benchmarks.latency run --workspace $(BENCH) --concurrency 1 4 16 --rps 10 --requests 200 \
+		--json $(RESULTS)/latency-cpu.json --plot $(RESULTS)/latency-cpu.png
+	$(PY) -m benchmarks.compare --workspace $(BENCH) --embedding --setup-infinity --json $(RESULTS)/compare-cpu.json
+	$(PY) -m benchmarks.relevance --build --workspace $(VAR)/relevance --queries 500 --json $(RESULTS)/relevance-text-cpu.json
+	$(PY) -m benchmarks.relevance --workspace $(BENCH) --queries 200 --json $(RESULTS)/relevance-multimodal-cpu.json
+
+# The same latency run against a GPU tritonserver serving $(BENCH)/model_repository (RESULTS.md "GPU").
+bench-gpu: $(BENCH)/queries.json
+	$(PY) -m benchmarks.latency run --workspace $(BENCH) --engines triton --triton-url $(TRITON_URL) \
+		--concurrency 1 8 32 64 --rps 100 500 1000 --json $(RESULTS)/latency-gpu.json --plot $(RESULTS)/latency-gpu.png

@@ -1,0 +1,10 @@
+"""Relevance evaluation harness (issue 7): graded query sets from the catalogue, metrics, rankers, CLI.
+
+- `metrics`: nDCG@k (graded gains), recall@k, MRR — pure functions.
+- `titles`, `judgements`: query sets and graded judgements derived from the dataset's own fields.
+- `systems`: random and BM25 baselines, and the service's search/similarity paths in process.
+- `evaluate`, `report`: run every ranker on every set; Markdown and JSON.
+- `workspace`, `pictures`: the index under evaluation and its picture queries.
+
+Run `python -m benchmarks.relevance --help`.
+"""

@@ -1,0 +1,136 @@
+"""Relevance evaluation: query sets judged from the catalogue's own fields, rankers side by side.
+
+    python -m benchmarks.relevance --build --workspace var/relevance      # whole dataset, MiniLM
+    python -m benchmarks.relevance --workspace var/bench --json out.json  # + multimodal (synthetic covers)
+
+Prints a Markdown table (nDCG@10, recall@10, MRR per query set and system) on stdout; progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.relevance.evaluate import evaluate
+from benchmarks.relevance.judgements import ALL_SETS, Catalogue, build_sets
+from benchmarks.relevance.pictures import pictured_ids
+from benchmarks.relevance.report import as_json, markdown
+from benchmarks.relevance.workspace import (
+    WorkspaceError,
+    export_minilm,
+    fill,
+    open_runtime,
+    stored_documents,
+)
+from service.logs import configure_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.relevance",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--workspace", type=Path, default=Path("var/relevance"))
+    parser.add_argument(
+        "--build",
+        action="store_true",
+        help="export MiniLM and embed the whole bangumi dataset into the workspace first (resumable)",
+    )
+    parser.add_argument("--dataset-cache", type=Path, default=Path("var/datasets"))
+    parser.add_argument("--queries", type=int, default=200, help="queries per set (0: every candidate)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sets", nargs="+", choices=ALL_SETS, default=list(ALL_SETS))
+    parser.add_argument("--depth", type=int, default=100, help="ranking depth asked of each system (1..100)")
+    parser.add_argument("--k", type=int, default=10, help="cut-off of nDCG@k and recall@k")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    return parser
+
+
+async def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    started = time.perf_counter()
+    if args.build:
+        with contextlib.redirect_stdout(sys.stderr):  # the export's parity report; stdout is the table
+            export_minilm(args.workspace)
+    runtime = await open_runtime(args.workspace)
+    try:
+        if args.build:
+            from service.datasets.bangumi import load_bangumi
+
+            await fill(runtime, load_bangumi(args.dataset_cache))
+        documents = await stored_documents(runtime)
+        catalogue = Catalogue.of(documents)
+        pictured = pictured_ids(args.workspace) if runtime.image is not None else []
+        query_sets = build_sets(
+            catalogue, args.sets, per_set=args.queries or None, seed=args.seed, pictured=pictured
+        )
+        evaluation = await evaluate(
+            runtime,
+            catalogue,
+            query_sets,
+            seed=args.seed,
+            depth=args.depth,
+            k=args.k,
+            progress=not args.quiet,
+        )
+        if "multimodal" in args.sets and not pictured:
+            evaluation.notes.append(
+                "multimodal: n/a (no pictures in this workspace; use one built by "
+                "`python -m benchmarks.latency setup`)"
+            )
+        meta = {
+            "workspace": str(args.workspace),
+            "documents": len(documents),
+            "text_model": runtime.text.manifest.source,
+            "image_model": runtime.image.manifest.source if runtime.image else None,
+            "pictures": bool(pictured),
+            "seed": args.seed,
+            "per_set": args.queries or "all",
+            "depth": args.depth,
+            "k": args.k,
+        }
+    finally:
+        await runtime.close()
+    meta["seconds"] = round(time.perf_counter() - started, 1)
+    return markdown(meta, query_sets, evaluation), as_json(meta, query_sets, evaluation)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging("WARNING" if args.quiet else "INFO")  # JSON lines on stderr, never on stdout
+    if not 1 <= args.depth <= 100 or not 1 <= args.k <= args.depth:
+        print("error: need 1 <= k <= depth <= 100 (the service returns at most 100)", file=sys.stderr)
+        return 2
+    try:
+        table, results = asyncio.run(run(args))
+    except WorkspaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        environment = {
+            "machine": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        }
+        command = "python -m benchmarks.relevance " + " ".join(argv if argv is not None else sys.argv[1:])
+        args.json.write_text(
+            json.dumps(
+                {"environment": environment, "command": command, **results}, indent=2, ensure_ascii=False
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Run every applicable ranker on every query set and aggregate the metrics.
+
+Which rankers apply to which set:
+- text sets: random, BM25, dense (/search), hybrid (/search with text_mode=hybrid, only where the store
+  has a `text_sparse` vector; otherwise reported as n/a rather than silently equal to dense);
+- similar-to: random, BM25 more-like-this, /similarity/{anime,visual,vector} as the store has vectors;
+- multimodal: random, text only (/search), image only (/search/image), /search/multimodal with each
+  ranking (weighted, rrf, dbsf) at the default weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from benchmarks.relevance import metrics
+from benchmarks.relevance.judgements import Catalogue, QuerySet
+from benchmarks.relevance.systems import (
+    Bm25Ranker,
+    ImageSearchRanker,
+    MultimodalRanker,
+    RandomRanker,
+    Ranker,
+    SimilarityRanker,
+    TextSearchRanker,
+)
+from service.progress import counter
+from service.runtime import Runtime
+from service.search import SearchService
+from service.similarity import KIND_VECTORS, SimilarityService
+
+# PRD: multimodal search must beat the best single modality by this much (relative, nDCG@10).
+MULTIMODAL_BAR = 0.15
+TEXT_ONLY = "text only (dense)"
+IMAGE_ONLY = "image only"
+NO_SPARSE = "n/a (text model has no sparse head)"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One ranker on one query set: mean metrics, or why it could not run."""
+
+    query_set: str
+    system: str
+    queries: int = 0
+    ndcg: float | None = None
+    recall: float | None = None
+    mrr: float | None = None
+    seconds: float = 0.0
+    unavailable: str | None = None
+    empty_answers: int = 0
+
+
+@dataclass(frozen=True)
+class Gain:
+    """A multimodal ranking against the better of text-only and image-only, per metric."""
+
+    ranking: str
+    metric: str
+    multimodal: float
+    best_single: float
+    best_single_system: str
+    gain: float | None
+
+    @property
+    def meets_bar(self) -> bool:
+        return self.gain is not None and self.gain >= MULTIMODAL_BAR
+
+
+@dataclass
+class Evaluation:
+    rows: list[Row] = field(default_factory=list)
+    gains: list[Gain] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _silent(_: int) -> None:
+    return None
+
+
+async def _stored_kinds(runtime: Runtime, sample_ids: Sequence[str]) -> dict[str, str | None]:
+    """Similarity kind -> None when some sampled anime has its vectors, else why it is n/a."""
+    schema = runtime.store.schema
+    names = set(schema.dense) | set(schema.sparse)
+    records = await runtime.store.get_many(list(sample_ids[:20]))
+    held = set().union(*(set(r.vectors) for r in records.values())) if records else set()
+    out: dict[str, str | None] = {}
+    for kind, vectors in KIND_VECTORS.items():
+        if not names & set(vectors):
+            out[kind] = f"n/a (the collection has none of {', '.join(vectors)})"
+        elif not held & set(vectors):
+            out[kind] = f"n/a (no stored anime has {', '.join(sorted(names & set(vectors)))} vectors)"
+        else:
+            out[kind] = None
+    return out
+
+
+async def rankers_for(
+    query_set: QuerySet, runtime: Runtime, catalogue: Catalogue, seed: int, bm25: dict[str, Bm25Ranker]
+) -> list[Ranker | tuple[str, str]]:
+    """The rankers for a set; (name, reason) pairs stand for the ones that cannot run here."""
+    ids = list(catalogue.documents)
+    search = SearchService(runtime)
+    docs = list(catalogue.documents.values())
+    if query_set.kind == "text":
+        if "text" not in bm25:
+            bm25["text"] = Bm25Ranker(docs)
+        hybrid: Ranker | tuple[str, str] = (
+            TextSearchRanker(search, "hybrid", "hybrid dense+sparse")
+            if search.hybrid_available()
+            else ("hybrid dense+sparse", NO_SPARSE)
+        )
+        return [RandomRanker(ids, seed), bm25["text"], TextSearchRanker(search, "dense", "dense"), hybrid]
+    if query_set.kind == "similar":
+        if "mlt" not in bm25:
+            bm25["mlt"] = Bm25Ranker(docs, more_like_this=True)
+        similarity = SimilarityService(runtime)
+        kinds = await _stored_kinds(runtime, [q.anime_id for q in query_set.queries])
+        out: list[Ranker | tuple[str, str]] = [RandomRanker(ids, seed, exclude_source=True), bm25["mlt"]]
+        for kind, reason in kinds.items():
+            out.append(
+                SimilarityRanker(similarity, kind) if reason is None else (f"similarity/{kind}", reason)
+            )
+        return out
+    return [
+        RandomRanker(ids, seed),
+        TextSearchRanker(search, "dense", TEXT_ONLY),
+        ImageSearchRanker(search, IMAGE_ONLY),
+        MultimodalRanker(search, "weighted"),
+        MultimodalRanker(search, "rrf"),
+        MultimodalRanker(search, "dbsf"),
+    ]
+
+
+async def run_ranker(
+    ranker: Ranker, query_set: QuerySet, *, depth: int, k: int, progress: bool = True
+) -> Row:
+    ndcg, recall, mrr = [], [], []
+    empty = 0
+    started = time.perf_counter()
+    title = f"{query_set.name} / {ranker.name}"
+    reporter = counter(title, len(query_set.queries), unit="query") if progress else nullcontext(_silent)
+    with reporter as advance:
+        for query in query_set.queries:
+            ranking = await ranker.rank(query, depth)
+            empty += not ranking
+            ndcg.append(metrics.ndcg_at_k(ranking, query.judgements, k))
+            recall.append(metrics.recall_at_k(ranking, query.judgements, k, query_set.min_grade))
+            mrr.append(metrics.reciprocal_rank(ranking, query.judgements, query_set.min_grade))
+            advance(1)
+    return Row(
+        query_set.name,
+        ranker.name,
+        len(query_set.queries),
+        metrics.mean(ndcg),
+        metrics.mean(recall),
+        metrics.mean(mrr),
+        round(time.perf_counter() - started, 2),
+        empty_answers=empty,
+    )
+
+
+def multimodal_gains(rows: Sequence[Row]) -> list[Gain]:
+    """Each multimodal ranking against the better single modality, on nDCG@10 and MRR."""
+    by_name = {r.system: r for r in rows if r.unavailable is None}
+    singles = [by_name[n] for n in (TEXT_ONLY, IMAGE_ONLY) if n in by_name]
+    gains = []
+    for row in rows:
+        if not row.system.startswith("multimodal") or row.unavailable or not singles:
+            continue
+        for metric in ("ndcg", "mrr"):
+            best = max(singles, key=lambda r: getattr(r, metric))
+            value, base = getattr(row, metric), getattr(best, metric)
+            gains.append(
+                Gain(row.system, metric, value, base, best.system, metrics.relative_gain(value, base))
+            )
+    return gains
+
+
+async def evaluate(
+    runtime: Runtime,
+    catalogue: Catalogue,
+    query_sets: Sequence[QuerySet],
+    *,
+    seed: int = 0,
+    depth: int = 100,
+    k: int = 10,
+    progress: bool = True,
+) -> Evaluation:
+    """Every applicable ranker on every set, in one runtime (local Qdrant folders allow one client)."""
+    result = Evaluation()
+    bm25: dict[str, Bm25Ranker] = {}
+    for query_set in query_sets:
+        set_rows = []
+        for ranker in await rankers_for(query_set, runtime, catalogue, seed, bm25):
+            if isinstance(ranker, tuple):
+                set_rows.append(Row(query_set.name, ranker[0], len(query_set.queries), unavailable=ranker[1]))
+                continue
+            set_rows.append(await run_ranker(ranker, query_set, depth=depth, k=k, progress=progress))
+        result.rows += set_rows
+        if query_set.kind == "multimodal":
+            result.gains += multimodal_gains(set_rows)
+    return result
+
+
+def as_dict(evaluation: Evaluation) -> dict[str, Any]:
+    return {
+        "rows": [asdict(r) for r in evaluation.rows],
+        "multimodal_gains": [asdict(g) | {"meets_bar": g.meets_bar} for g in evaluation.gains],
+        "notes": evaluation.notes,
+    }

@@ -1,0 +1,91 @@
+"""The evaluation as Markdown (stdout) and as a JSON-ready dict (`--json`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from benchmarks.relevance.evaluate import MULTIMODAL_BAR, Evaluation, as_dict
+from benchmarks.relevance.judgements import QuerySet
+
+PICTURE_CAVEAT = (
+    "Pictures are synthetic covers (random shapes, unrelated to the anime) and the CLIP weights are random: "
+    "image and multimodal numbers measure the retrieval and fusion machinery, not CLIP's quality."
+)
+
+
+def _metric(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.1%}"
+
+
+def describe_sets(query_sets: Sequence[QuerySet]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": s.name,
+            "kind": s.kind,
+            "description": s.description,
+            "binary_min_grade": s.min_grade,
+            "queries": len(s.queries),
+            "mean_judged": round(sum(len(q.judgements) for q in s.queries) / max(1, len(s.queries)), 1),
+            "examples": [{"anime_id": q.anime_id, "text": q.text} for q in s.queries[:5]],
+        }
+        for s in query_sets
+    ]
+
+
+def markdown(meta: dict[str, Any], query_sets: Sequence[QuerySet], evaluation: Evaluation) -> str:
+    k = meta["k"]
+    lines = [
+        f"Relevance on `{meta['workspace']}`: {meta['documents']} anime, text model `{meta['text_model']}`, "
+        f"seed {meta['seed']}, up to {meta['per_set']} queries per set, rankings {meta['depth']} deep.",
+        "",
+        f"| query set | system | queries | nDCG@{k} | recall@{k} | MRR | s | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in evaluation.rows:
+        note = row.unavailable or (f"{row.empty_answers} empty answers" if row.empty_answers else "")
+        lines.append(
+            f"| {row.query_set} | {row.system} | {row.queries} | {_metric(row.ndcg)} | "
+            f"{_metric(row.recall)} | {_metric(row.mrr)} | {row.seconds:.1f} | {note} |"
+        )
+    if evaluation.gains:
+        lines += [
+            "",
+            f"Multimodal over the best single modality (PRD bar: >= {MULTIMODAL_BAR:.0%} on nDCG@{k}):",
+            "",
+            "| ranking | metric | multimodal | best single modality | gain | PRD bar |",
+            "|---|---|---|---|---|---|",
+        ]
+        for g in evaluation.gains:
+            label = f"nDCG@{k}" if g.metric == "ndcg" else "MRR"
+            verdict = ("met" if g.meets_bar else "NOT met") if g.metric == "ndcg" else ""
+            single = f"{g.best_single:.3f} ({g.best_single_system})"
+            lines.append(
+                f"| {g.ranking} | {label} | {g.multimodal:.3f} | {single} | {_percent(g.gain)} | {verdict} |"
+            )
+    lines += [
+        "",
+        f"nDCG@{k}: gains 2^grade - 1 over all judged anime. "
+        f"recall@{k}: relevant anime in the top {k} out of min({k}, #relevant). "
+        f"MRR: 1/rank of the first relevant anime in the top {meta['depth']}. "
+        "Relevant = judged at least the set's binary grade.",
+        "",
+        "Query sets:",
+        "",
+    ]
+    for s in query_sets:
+        lines.append(
+            f"- `{s.name}` ({len(s.queries)} queries, binary grade >= {s.min_grade}): {s.description}"
+        )
+    lines += [f"- {note}" for note in evaluation.notes]
+    if meta.get("pictures"):
+        lines.append(f"- {PICTURE_CAVEAT}")
+    return "\n".join(lines)
+
+
+def as_json(meta: dict[str, Any], query_sets: Sequence[QuerySet], evaluation: Evaluation) -> dict[str, Any]:
+    return {**meta, "query_sets": describe_sets(query_sets), **as_dict(evaluation)}
