@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -54,6 +52,7 @@ import numpy as np
 from benchmarks.latency import TEXT_MAX_TOKENS, TEXT_QUERIES
 from benchmarks.load import closed_loop
 from benchmarks.naive_stack import copy_index
+from benchmarks.reporting import write_results
 from service.progress import steps
 from service.triton_local.launcher import LocalTriton, free_port
 from tests.processes import start_service, stop
@@ -353,16 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_s"] = round(time.monotonic() - started, 1)
     print(markdown(results))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        environment = {
-            "machine": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        }
-        command = "python -m benchmarks.compare " + " ".join(argv or sys.argv[1:])
-        args.json.write_text(
-            json.dumps({"environment": environment, "command": command, **results}, indent=2)
-        )
+        write_results(args.json, "benchmarks.compare", argv, results)
     return 0
 
 

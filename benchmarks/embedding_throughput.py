@@ -37,9 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
-import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -57,6 +55,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from benchmarks.reporting import write_results
 from service.progress import counter, steps
 
 MAX_TOKENS = 128
@@ -509,16 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args)
     print(markdown(results))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        environment = {
-            "machine": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        }
-        command = "python -m benchmarks.embedding_throughput " + " ".join(argv or sys.argv[1:])
-        args.json.write_text(
-            json.dumps({"environment": environment, "command": command, **results}, indent=2)
-        )
+        write_results(args.json, "benchmarks.embedding_throughput", argv, results)
     return 0
 
 

@@ -21,7 +21,6 @@ import asyncio
 import base64
 import json
 import os
-import platform
 import random
 import shutil
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 import msgspec
 
 from benchmarks.load import closed_loop, open_loop
+from benchmarks.reporting import write_results
 from service.triton_local.launcher import LocalTriton, free_port
 from tests.processes import start_service
 
@@ -300,16 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args)
     print(markdown(results))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        environment = {
-            "machine": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        }
-        command = "python -m benchmarks.latency " + " ".join(argv or sys.argv[1:])
-        args.json.write_text(
-            json.dumps({"environment": environment, "command": command, **results}, indent=2)
-        )
+        write_results(args.json, "benchmarks.latency", argv, results)
     if args.plot:
         plot(results, args.plot)
     return 0

@@ -13,7 +13,8 @@ from service.documents import AnimeDocument
 _MAX_SYNONYMS = 12
 _MAX_TAGS = 20
 
-_TYPE_WORDS = {
+# How a user would name each type (also used by benchmarks/relevance to phrase queries).
+TYPE_WORDS = {
     "TV": "TV series",
     "MOVIE": "movie",
     "OVA": "OVA",
@@ -43,7 +44,7 @@ def compose_text(doc: AnimeDocument) -> str:
     synonyms = _unique(doc.synonyms, set(titles))[:_MAX_SYNONYMS]
     if synonyms:
         lines.append("Also known as: " + ", ".join(synonyms) + ".")
-    kind = _TYPE_WORDS.get(doc.type)
+    kind = TYPE_WORDS.get(doc.type)
     when = " ".join(str(x) for x in (doc.season.lower() if doc.season else None, doc.year) if x)
     if kind or when:
         label = kind or "anime"

@@ -11,9 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +27,7 @@ from benchmarks.relevance.workspace import (
     open_runtime,
     stored_documents,
 )
+from benchmarks.reporting import write_results
 from service.logs import configure_logging
 
 
@@ -117,18 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(table)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        environment = {
-            "machine": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        }
-        command = "python -m benchmarks.relevance " + " ".join(argv if argv is not None else sys.argv[1:])
-        args.json.write_text(
-            json.dumps(
-                {"environment": environment, "command": command, **results}, indent=2, ensure_ascii=False
-            )
-        )
+        write_results(args.json, "benchmarks.relevance", argv, results)
     return 0
 
 

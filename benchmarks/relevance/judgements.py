@@ -59,6 +59,7 @@ from typing import Literal
 from benchmarks.relevance.titles import ARTICLES, is_cjk, normalize, split_season_suffix, stems
 from service.datasets.vocabulary import normalize_tag
 from service.documents import AnimeDocument
+from service.text_compose import TYPE_WORDS
 
 SetKind = Literal["text", "similar", "multimodal"]
 MAX_JUDGED = 200
@@ -143,14 +144,6 @@ _TEMPLATES = (
     "recommend me something with {items}",
     "a series featuring {items}",
 )
-_TYPE_WORDS = {
-    "TV": "TV series",
-    "MOVIE": "movie",
-    "OVA": "OVA",
-    "ONA": "web series",
-    "SPECIAL": "special",
-    "MUSIC": "music video",
-}
 # Inner words a user drops without noticing ("Sword Art Online" survives; "Spirited Away" has none).
 _PARTICLES = frozenset({"of", "the", "no", "to", "wa", "ga", "wo", "and", "in", "a", "an", "ni", "de"})
 _SEASON_NUMBER = re.compile(
@@ -453,7 +446,7 @@ def _decade(year: int | None) -> str | None:
 
 
 def vague_description(doc: AnimeDocument, labels: Sequence[str]) -> str:
-    kind = _TYPE_WORDS.get(doc.type, "anime")
+    kind = TYPE_WORDS.get(doc.type, "anime")
     decade = _decade(doc.year)
     text = f"a {kind}" if kind[0] not in "AEIOU" else f"an {kind}"
     if decade:
