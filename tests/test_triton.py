@@ -137,3 +137,18 @@ async def test_unknown_model_is_reported_as_not_ready(local_triton):
             await engine.infer("no_such_model", _feed(1, 8, 0), ["dense"])
     finally:
         await engine.close()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_an_engine_built_outside_an_event_loop_serves_inside_one(local_triton, protocol):
+    # CLIs and fixtures build engines in synchronous code; the aio clients must bind to the loop later.
+    url = local_triton.endpoints.grpc_url if protocol == "grpc" else local_triton.endpoints.http_url
+    engine = TritonEngine(url, protocol=protocol)
+
+    async def ask() -> bool:
+        try:
+            return await engine.server_live() and await engine.model_ready(TEXT_EMBEDDER)
+        finally:
+            await engine.close()
+
+    assert asyncio.run(ask())

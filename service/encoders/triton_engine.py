@@ -28,30 +28,41 @@ class TritonEngine:
         self.url = url
         self.protocol = protocol
         self.timeout_s = timeout_s
-        if protocol == "grpc":
-            from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
-            from tritonclient.grpc import aio as client_module
-
-            # gRPC's reconnect backoff grows to 120 s by default: after a Triton restart the façade
-            # would keep failing for minutes. Cap it so recovery takes seconds.
-            channel_args = [
-                ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
-                ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
-                ("grpc.initial_reconnect_backoff_ms", 250),
-                ("grpc.min_reconnect_backoff_ms", 250),
-                ("grpc.max_reconnect_backoff_ms", 2000),
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.keepalive_timeout_ms", 10_000),
-            ]
-            self._client: Any = client_module.InferenceServerClient(url=url, channel_args=channel_args)
-        elif protocol == "http":
-            from tritonclient.http import aio as client_module
-
-            self._client = client_module.InferenceServerClient(url=url, conn_timeout=timeout_s)
-        else:
+        if protocol not in ("grpc", "http"):
             raise ValueError(f"unknown Triton protocol {protocol!r} (grpc or http)")
-        self._module = client_module
+        if protocol == "grpc":
+            from tritonclient.grpc import aio as client_module
+        else:
+            from tritonclient.http import aio as client_module  # type: ignore[no-redef]
+        self._module: Any = client_module
+        # Created on first use: the aio clients bind to the running event loop, so an engine built in
+        # synchronous code (a CLI, a test fixture) would otherwise fail at construction.
+        self._client_instance: Any = None
         self._max_batch: dict[str, int] = {}
+
+    @property
+    def _client(self) -> Any:
+        if self._client_instance is None:
+            self._client_instance = self._new_client()
+        return self._client_instance
+
+    def _new_client(self) -> Any:
+        if self.protocol == "http":
+            return self._module.InferenceServerClient(url=self.url, conn_timeout=self.timeout_s)
+        from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
+
+        # gRPC's reconnect backoff grows to 120 s by default: after a Triton restart the façade
+        # would keep failing for minutes. Cap it so recovery takes seconds.
+        channel_args = [
+            ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.min_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+        ]
+        return self._module.InferenceServerClient(url=self.url, channel_args=channel_args)
 
     async def infer(
         self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
@@ -126,4 +137,6 @@ class TritonEngine:
         return self._max_batch.get(model, _DEFAULT_MAX_BATCH)
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._client_instance is not None:
+            await self._client_instance.close()
+            self._client_instance = None
