@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from litestar.testing import AsyncTestClient
 
+from service import __version__
 from service.app import create_app
 from service.documents import AnimeDocument
 from service.ingest import ingest
@@ -128,15 +129,29 @@ async def test_by_id_returns_the_document_and_404_for_unknown_ids(client):
     assert missing.json()["error"]["code"] == "not_found"
 
 
-async def test_service_info_health_and_openapi(client):
+async def test_service_info_health_and_openapi(client, minilm_checkpoint):
     info = (await client.get("/")).json()
-    assert info["engine"] == "onnx"
-    assert info["models"][0]["dim"] == 384 and info["models"][0]["pooling"] == "mean"
+    assert info["version"] == __version__
+    assert info["engine"] == "onnx" and info["store"] == "qdrant-local" and info["collection"] == "anime"
+    models = {m["role"]: m for m in info["models"]}
+    # Every exported role is listed with what the manifest says about its checkpoint.
+    assert set(models) >= {"text_embedder", "image_embedder", "clip_text_embedder"}
+    text = models["text_embedder"]
+    assert text["dim"] == 384 and text["pooling"] == "mean" and text["sparse"] is False
+    assert text["source"] == str(minilm_checkpoint) and text["license"] == "apache-2.0"
+    assert text["model_version"].startswith("text_embedder:") and text["parity_max_abs_diff"] < 1e-4
+    assert models["image_embedder"]["dim"] == models["clip_text_embedder"]["dim"]
     health = await client.get("/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
     schema = (await client.get("/docs/openapi.json")).json()
     assert "/api/v1/search" in schema["paths"] and "/api/v1/search/by-id/{anime_id}" in schema["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+@pytest.mark.parametrize("limit", [1, 4, 100])
+async def test_limit_bounds_are_inclusive(client, limit):
+    body = await search(client, query="anime", limit=limit)
+    assert len(body["results"]) == min(limit, len(DOCS))
 
 
 @pytest.mark.parametrize(
@@ -147,6 +162,7 @@ async def test_service_info_health_and_openapi(client):
         ({"query": "\x00\x01\x02"}, 422, "invalid_input"),
         ({"query": "x" * 2001}, 422, "validation_error"),
         ({"query": "mecha", "limit": 0}, 422, "validation_error"),
+        ({"query": "mecha", "limit": 101}, 422, "validation_error"),
         ({"query": "mecha", "limit": 1000}, 422, "validation_error"),
         ({"query": "mecha", "limit": "ten"}, 422, "validation_error"),
         ({"query": 42}, 422, "validation_error"),

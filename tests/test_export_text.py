@@ -87,18 +87,13 @@ def test_long_inputs_beyond_512_tokens_run_through_the_graph(tiny_repository, ti
     np.testing.assert_allclose(dense, expected.numpy(), atol=1e-4)
 
 
-def test_config_pbtxt_parses_with_tritons_protobuf_and_matches_the_onnx_graph(tiny_repository):
-    config = triton_config.read_config(tiny_repository / TEXT_EMBEDDER)
-    manifest, directory = load_manifest(tiny_repository, TEXT_EMBEDDER)
+def _assert_config_matches_graph(repository, role):
+    """config.pbtxt parsed with Triton's protobuf: every tensor's name, dims and type as in the graph."""
+    config = triton_config.read_config(repository / role)
+    manifest, directory = load_manifest(repository, role)
     inputs, outputs = onnx_graph.graph_io(directory / "model.onnx")
     dtypes = onnx_graph.graph_dtypes(directory / "model.onnx")
-
-    assert config.name == TEXT_EMBEDDER
-    assert config.backend == "onnxruntime"
-    assert config.max_batch_size == 32
-    assert list(config.dynamic_batching.preferred_batch_size) == [8, 16, 32]
-    assert config.dynamic_batching.max_queue_delay_microseconds == 2000
-    assert config.instance_group[0].count == 1
+    assert config.name == role
     for declared, graph in ((config.input, inputs), (config.output, outputs)):
         assert [t.name for t in declared] == list(graph)
         for tensor in declared:
@@ -107,7 +102,69 @@ def test_config_pbtxt_parses_with_tritons_protobuf_and_matches_the_onnx_graph(ti
             expected = [-1 if isinstance(d, str) else d for d in shape[1:]]
             assert list(tensor.dims) == expected, tensor.name
             assert triton_config.mc.DataType.Name(tensor.data_type) == _TRITON_TYPES[dtypes[tensor.name]]
+    return config, manifest, outputs
+
+
+def test_config_pbtxt_parses_with_tritons_protobuf_and_matches_the_onnx_graph(tiny_repository):
+    config, manifest, outputs = _assert_config_matches_graph(tiny_repository, TEXT_EMBEDDER)
+    assert config.backend == "onnxruntime"
+    assert config.max_batch_size == 32
+    assert list(config.dynamic_batching.preferred_batch_size) == [8, 16, 32]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert config.instance_group[0].count == 1
     assert outputs["dense"] == ["batch", manifest.dim]
+    assert not config.optimization.execution_accelerators.gpu_execution_accelerator
+
+
+@pytest.mark.parametrize("role", [TEXT_EMBEDDER, "image_embedder", "clip_text_embedder"])
+def test_every_exported_role_declares_its_graphs_tensors(minilm_repository, role):
+    _, manifest, outputs = _assert_config_matches_graph(minilm_repository, role)
+    assert outputs[next(iter(outputs))] == ["batch", manifest.dim]
+
+
+def test_cli_gpu_options_reach_config_pbtxt_and_parity_is_printed(tiny_checkpoint, tmp_path, capsys):
+    code = export_cli(
+        [
+            "text",
+            str(tiny_checkpoint),
+            "--out",
+            str(tmp_path),
+            "--instance-kind",
+            "gpu",
+            "--instances",
+            "2",
+            "--tensorrt-fp16",
+            "--max-batch-size",
+            "16",
+            "--preferred-batch-sizes",
+            "4,16",
+            "--queue-delay-us",
+            "500",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "parity text_embedder: max |torch - onnxruntime| = " in printed.out
+    # Progress: one line per step when stderr is not a terminal (CI, kubectl logs).
+    assert "checking parity with PyTorch" in printed.err
+    config, manifest, _ = _assert_config_matches_graph(tmp_path, TEXT_EMBEDDER)
+    assert f"parity={manifest.parity_max_abs_diff:.2e}" in printed.out
+    assert config.max_batch_size == 16
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 16]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    group = config.instance_group[0]
+    assert group.count == 2 and group.kind == triton_config.mc.ModelInstanceGroup.KIND_GPU
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt"
+    assert accelerator.parameters["precision_mode"] == "FP16"
+    assert accelerator.parameters["trt_engine_cache_path"] == "/tmp/trt_cache/text_embedder"
+
+
+def test_cli_refuses_inconsistent_batching_options(tiny_checkpoint, tmp_path, capsys):
+    args = ["text", str(tiny_checkpoint), "--out", str(tmp_path), "--max-batch-size", "8"]
+    assert export_cli([*args, "--preferred-batch-sizes", "4,16"]) == 2
+    assert "preferred batch sizes" in capsys.readouterr().err
+    assert not (tmp_path / TEXT_EMBEDDER).exists()
 
 
 def test_committed_production_config_is_what_export_writes_for_bge_m3():

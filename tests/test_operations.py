@@ -136,6 +136,14 @@ def test_prometheus_scrapes_the_request_count_we_produced(triton_service, promet
         prometheus, 'sum(avs_encoder_duration_seconds_count{engine="triton",model="text_embedder"})'
     )
     assert encoder is not None and encoder >= requests
+    # Each search queried the store once and missed the answer cache once (every query differs).
+    store = _query(prometheus, "sum(avs_store_duration_seconds_count)")
+    assert store is not None and store >= requests
+    misses = _query(prometheus, 'sum(avs_cache_requests_total{cache="result",result="miss"})')
+    assert misses is not None and misses >= requests
+    # Once every answer has arrived the only request in flight is the scrape reading the gauge:
+    # it goes down as well as up.
+    assert _eventually(prometheus, "sum(avs_http_requests_in_flight)", 1) == 1
     # The latency histogram holds exactly these requests; its p95 is a real duration.
     histogram = 'avs_http_request_duration_seconds_bucket{route="/api/v1/search"}'
     assert _query(prometheus, f"sum({histogram.replace('_bucket', '_count')})") == requests

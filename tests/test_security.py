@@ -159,6 +159,24 @@ async def test_a_burst_over_the_limit_gets_429_and_other_clients_are_unaffected(
         assert (await client.get("/health")).status_code == 200  # probes are never limited
 
 
+async def test_admin_routes_have_their_own_limit(minilm_repository, index):
+    """A pipeline hammering the admin API runs out of admin tokens, not of its search tokens."""
+    settings = _settings(
+        minilm_repository, index, api_keys=KEYS, rate_limit_admin="0.2/3", rate_limit_search="0.5/10"
+    )
+    async with AsyncTestClient(create_app(settings)) as client:
+        statuses = [
+            (await client.get("/api/v1/admin/stats", headers=bearer(ADMIN_KEY))).status_code for _ in range(5)
+        ]
+        assert statuses == [200, 200, 200, 429, 429]
+        limited = await client.get("/api/v1/admin/stats", headers=bearer(ADMIN_KEY))
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(limited.headers["retry-after"]) <= 6
+        # Reads with the same key draw on the search bucket, which is untouched.
+        search = await client.post("/api/v1/search", json={"query": "robots"}, headers=bearer(ADMIN_KEY))
+        assert search.status_code == 200
+
+
 def test_forwarded_for_names_the_client_only_behind_a_trusted_proxy():
     policy = SecurityPolicy(
         keys=KeyRing([]), buckets=MemoryBuckets(), trusted_proxies=parse_networks("10.0.0.0/8, 127.0.0.1")
