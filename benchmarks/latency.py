@@ -9,9 +9,16 @@ real checkpoint; relevance is not measured here), and a local Qdrant index of th
 with synthetic covers as pictures and thumbnails.
 
 `run` starts the service (uvicorn, as deployed) once per engine over that workspace, with the local
-CPU tritonserver for the Triton engine, and sends closed-loop requests from `--concurrency` clients
-after a warm-up. Results: p50/p95/p99 and throughput per endpoint and engine, as a Markdown table
-(and JSON with `--json`).
+CPU tritonserver for the Triton engine, and after a warm-up sends closed-loop requests from each
+`--concurrency` level of clients and open-loop requests at each `--rps` rate, to each of
+`--endpoints` (default: every read endpoint). Results: p50/p95/p99, throughput and error rate per
+endpoint, engine and load with a verdict against the PRD's p95 SLA, then per endpoint and engine the
+loads that met it and the peak throughput against the PRD's 1000 req/s; as a Markdown table, JSON
+with `--json`, a PNG of p95 against concurrency with `--plot`.
+
+Targets the PRD does not state, our choice: `similarity-batch` (10 ids a call) is held to the
+similarity target per call, as a client waits on the whole answer; `by-id` (a stored-point lookup, no
+model) to the text-search target, the strictest the PRD has.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from typing import Any
 
 import msgspec
 
-from benchmarks.load import closed_loop, open_loop
+from benchmarks.load import Stats, closed_loop, open_loop
 from benchmarks.reporting import write_results
 from service.triton_local.launcher import LocalTriton, free_port
 from tests.processes import start_service
@@ -50,9 +57,32 @@ TEXT_QUERIES = [
     "magical girls",
     "baseball team in high school",
 ]
-ENDPOINTS = ("search", "image", "multimodal", "similarity")
-# The PRD's p95 targets per endpoint, in milliseconds.
-SLA_MS = {"search": 100, "image": 300, "multimodal": 400, "similarity": 150}
+# "similarity" is /similarity/vector: the name predates the other kinds and stays for old results.
+ENDPOINTS = (
+    "search",
+    "image",
+    "multimodal",
+    "similarity",
+    "similarity-anime",
+    "similarity-visual",
+    "similarity-batch",
+    "by-id",
+)
+# p95 targets per endpoint, in milliseconds: the PRD's, and for batch and by-id ours (module docstring).
+SLA_MS = {
+    "search": 100,
+    "image": 300,
+    "multimodal": 400,
+    "similarity": 150,
+    "similarity-anime": 150,
+    "similarity-visual": 150,
+    "similarity-batch": 150,
+    "by-id": 100,
+}
+PEAK_TARGET_RPS = 1000.0
+# A run counts towards a verdict only without errors: failing fast must not pass for being fast.
+MAX_ERROR_RATE = 0.001
+BATCH_IDS = 10
 TEXT_MAX_TOKENS = "128"
 
 
@@ -121,11 +151,15 @@ def setup(workspace: Path, anime: int, instance_kind: str = "auto", tensorrt_fp1
 
 
 def _request_factory(endpoint: str, queries: dict[str, list[str]]) -> Callable[[int], tuple[str, str, Any]]:
-    rng = random.Random(0)
-    ids, images = queries["ids"], queries["images"]
+    # Ids by request index, shuffled once: every run asks the same spread of anime, whatever the order
+    # in which concurrent clients take requests.
+    ids = list(queries["ids"])
+    random.Random(0).shuffle(ids)
+    images = queries["images"]
 
     def make(i: int) -> tuple[str, str, Any]:
         text = TEXT_QUERIES[i % len(TEXT_QUERIES)]
+        anime = ids[i % len(ids)]
         if endpoint == "search":
             return "POST", "/api/v1/search", {"query": text, "limit": 10}
         if endpoint == "image":
@@ -136,7 +170,16 @@ def _request_factory(endpoint: str, queries: dict[str, list[str]]) -> Callable[[
                 "/api/v1/search/multimodal",
                 {"query": text, "image": images[i % len(images)], "limit": 10},
             )
-        return "GET", f"/api/v1/similarity/vector/{rng.choice(ids)}", None
+        if endpoint == "similarity":
+            return "GET", f"/api/v1/similarity/vector/{anime}", None
+        if endpoint in ("similarity-anime", "similarity-visual"):
+            return "GET", f"/api/v1/similarity/{endpoint.removeprefix('similarity-')}/{anime}", None
+        if endpoint == "similarity-batch":
+            batch = [ids[(i * BATCH_IDS + k) % len(ids)] for k in range(BATCH_IDS)]
+            return "POST", "/api/v1/similarity/batch", {"anime_ids": batch, "kind": "vector", "limit": 10}
+        if endpoint == "by-id":
+            return "GET", f"/api/v1/search/by-id/{anime}", None
+        raise ValueError(f"unknown endpoint {endpoint!r}")
 
     return make
 
@@ -209,33 +252,89 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         stats = asyncio.run(
                             open_loop(base, make, rps=level, duration_s=args.duration, label=label)
                         )
-                    row = {
-                        "engine": engine,
-                        "endpoint": endpoint,
-                        **asdict(stats),
-                        "peak_rss_mib": sampler.peak_mib,
-                    }
-                    row["sla_ms"] = SLA_MS[endpoint]
-                    row["meets_sla"] = stats.p95_ms <= SLA_MS[endpoint] and stats.error_rate < 0.001
-                    runs.append(row)
-    return {"runs": runs}
+                    runs.append(run_row(engine, endpoint, stats, peak_rss_mib=sampler.peak_mib))
+    return {"runs": runs, "summary": summary(runs)}
+
+
+# -- verdicts ----------------------------------------------------------------------------------------
+
+
+def run_row(engine: str, endpoint: str, stats: Stats, *, peak_rss_mib: float = 0.0) -> dict[str, Any]:
+    """One run as a JSON row, with its verdict against the endpoint's p95 target."""
+    sla = SLA_MS[endpoint]
+    return {
+        "engine": engine,
+        "endpoint": endpoint,
+        **asdict(stats),
+        "error_rate": stats.error_rate,
+        "peak_rss_mib": peak_rss_mib,
+        "sla_ms": sla,
+        "meets_sla": stats.p95_ms < sla and stats.error_rate < MAX_ERROR_RATE,
+    }
+
+
+def _error_rate(row: dict[str, Any]) -> float:
+    # Results written before error_rate was a column carry only the counts.
+    return row.get("error_rate", row["errors"] / row["requests"] if row["requests"] else 0.0)
+
+
+def _load(row: dict[str, Any]) -> str:
+    if row["mode"] == "closed":
+        return f"{row['concurrency']} concurrent"
+    return f"{row['target_rps']:g} req/s open"
+
+
+def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per endpoint and engine: the loads that met the p95 target, and the peak error-free throughput
+    (closed loop, or what an open loop achieved) against the PRD's 1000 req/s."""
+    rows = []
+    for key in dict.fromkeys((r["endpoint"], r["engine"]) for r in runs):
+        group = [r for r in runs if (r["endpoint"], r["engine"]) == key]
+        clean = [r for r in group if _error_rate(r) < MAX_ERROR_RATE]
+        best = max(clean, key=lambda r: r["throughput_rps"], default=None)
+        peak = best["throughput_rps"] if best else 0.0
+        rows.append(
+            {
+                "endpoint": key[0],
+                "engine": key[1],
+                "sla_ms": group[0]["sla_ms"],
+                "met_at": [_load(r) for r in group if r["meets_sla"]],
+                "not_met_at": [_load(r) for r in group if not r["meets_sla"]],
+                "peak_rps": peak,
+                "peak_at": _load(best) if best else None,
+                "peak_target_rps": PEAK_TARGET_RPS,
+                "meets_peak": peak >= PEAK_TARGET_RPS,
+            }
+        )
+    return rows
 
 
 def markdown(results: dict[str, Any]) -> str:
     runs = results["runs"]
     lines = [
-        "| endpoint | engine | load | p50 ms | p95 ms | p99 ms | req/s | errors | SLA p95 | verdict | RSS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| endpoint | engine | load | p50 ms | p95 ms | p99 ms | req/s | errors | error rate | SLA p95 "
+        "| verdict | RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
-        load = (
-            f"{r['concurrency']} concurrent" if r["mode"] == "closed" else f"{r['target_rps']:g} req/s open"
-        )
         verdict = "met" if r["meets_sla"] else "NOT met"
         lines.append(
-            f"| {r['endpoint']} | {r['engine']} | {load} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-            f"{r['p99_ms']:.1f} | {r['throughput_rps']:.1f} | {r['errors']} | {r['sla_ms']} | {verdict} | "
-            f"{r['peak_rss_mib']:.0f} |"
+            f"| {r['endpoint']} | {r['engine']} | {_load(r)} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['throughput_rps']:.1f} | {r['errors']} | {_error_rate(r):.1%} | "
+            f"{r['sla_ms']} | {verdict} | {r['peak_rss_mib']:.0f} |"
+        )
+    lines += [
+        "",
+        f"| endpoint | engine | SLA p95 | met at | not met at | peak req/s (no errors) | "
+        f"{PEAK_TARGET_RPS:g} req/s peak |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    # Recomputed from the runs, so results written before the summary existed report it too.
+    for s in summary(runs):
+        peak = f"{s['peak_rps']:.1f} ({s['peak_at']})" if s["peak_at"] else "— (every run had errors)"
+        lines.append(
+            f"| {s['endpoint']} | {s['engine']} | < {s['sla_ms']} ms | {', '.join(s['met_at']) or '—'} | "
+            f"{', '.join(s['not_met_at']) or '—'} | {peak} | {'met' if s['meets_peak'] else 'NOT met'} |"
         )
     return "\n".join(lines)
 
@@ -248,9 +347,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     closed = [r for r in results["runs"] if r["mode"] == "closed"]
-    endpoints = sorted({r["endpoint"] for r in closed})
-    fig, axes = plt.subplots(1, len(endpoints), figsize=(4.2 * len(endpoints), 3.6), squeeze=False)
-    for ax, endpoint in zip(axes[0], endpoints, strict=True):
+    if not closed:
+        raise ValueError("no closed-loop runs to plot against concurrency (pass --concurrency)")
+    endpoints = [e for e in ENDPOINTS if any(r["endpoint"] == e for r in closed)]
+    # Rows of four: every endpoint side by side would be too wide to read.
+    columns = min(4, len(endpoints))
+    rows = -(-len(endpoints) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(endpoints) :]:
+        ax.set_visible(False)
+    for ax, endpoint in zip(axes.flat, endpoints, strict=False):
         for engine in sorted({r["engine"] for r in closed}):
             points = sorted(
                 (r["concurrency"], r["p95_ms"])
@@ -267,6 +373,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,7 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         write_results(args.json, "benchmarks.latency", argv, results)
     if args.plot:
-        plot(results, args.plot)
+        try:
+            plot(results, args.plot)
+        except ValueError as error:
+            print(f"no plot: {error}", file=sys.stderr)
+            return 1
     return 0
 
 

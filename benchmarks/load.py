@@ -19,6 +19,8 @@ import numpy as np
 from service.progress import counter
 
 RequestMaker = Callable[[int], tuple[str, str, Any]]
+# (request index, latency ms), in completion order: for callers that need more than the percentiles.
+Samples = list[tuple[int, float]]
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ async def closed_loop(
     concurrency: int,
     warmup: int = 10,
     label: str = "load",
+    samples: Samples | None = None,
 ) -> Stats:
     latencies: list[float] = []
     errors = 0
@@ -88,6 +91,8 @@ async def closed_loop(
                     started = time.perf_counter()
                     ok = await _send(client, make(i))
                     latencies.append((time.perf_counter() - started) * 1000)
+                    if samples is not None:
+                        samples.append((i, latencies[-1]))
                     errors += not ok
                     advance(1)
 
@@ -98,7 +103,14 @@ async def closed_loop(
 
 
 async def open_loop(
-    base_url: str, make: RequestMaker, *, rps: float, duration_s: float, warmup: int = 10, label: str = "load"
+    base_url: str,
+    make: RequestMaker,
+    *,
+    rps: float,
+    duration_s: float,
+    warmup: int = 10,
+    label: str = "load",
+    samples: Samples | None = None,
 ) -> Stats:
     total = max(1, int(rps * duration_s))
     latencies: list[float] = []
@@ -114,6 +126,8 @@ async def open_loop(
                 nonlocal errors
                 ok = await _send(client, make(i))
                 latencies.append((time.perf_counter() - scheduled) * 1000)
+                if samples is not None:
+                    samples.append((i, latencies[-1]))
                 errors += not ok
                 advance(1)
 

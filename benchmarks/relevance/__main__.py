@@ -27,7 +27,7 @@ from benchmarks.relevance.workspace import (
     open_runtime,
     stored_documents,
 )
-from benchmarks.reporting import write_results
+from benchmarks.reporting import portable_source, write_results
 from service.logs import configure_logging
 
 
@@ -88,8 +88,8 @@ async def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         meta = {
             "workspace": str(args.workspace),
             "documents": len(documents),
-            "text_model": runtime.text.manifest.source,
-            "image_model": runtime.image.manifest.source if runtime.image else None,
+            "text_model": portable_source(runtime.text.manifest.source),
+            "image_model": portable_source(runtime.image.manifest.source) if runtime.image else None,
             "pictures": bool(pictured),
             "seed": args.seed,
             "per_set": args.queries or "all",
