@@ -87,7 +87,11 @@ def export_clip(
         dim = dim or full_dim
         if not 0 < dim <= full_dim:
             raise CheckpointError(f"--dim {dim} is outside 1..{full_dim} (the checkpoint's embedding width)")
-        image_tower, text_tower = ImageTower(model, dim).eval(), TextTower(model, dim).eval()
+        image_tower = ImageTower(model, dim).eval()
+        try:
+            text_tower = TextTower(model, dim, tokenizer.pad_token_id).eval()
+        except ValueError as exc:
+            raise CheckpointError(f"{source}: {exc}") from exc
         max_length = _max_text_length(tokenizer, model.config)
         stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -148,6 +152,8 @@ def export_clip(
                     "source_revision": revision,
                     "architecture": str(getattr(model.config, "model_type", "clip")),
                     "dim": dim,
+                    "full_dim": full_dim,
+                    "matryoshka": dim < full_dim,
                     "pooling": "model",
                     "normalized": True,
                     "embedding_space": space,

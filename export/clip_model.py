@@ -52,17 +52,24 @@ class ImageTower(nn.Module):
 class TextTower(nn.Module):
     """(input_ids, attention_mask) -> embeds [B,dim] in the image space, L2-normalised."""
 
-    def __init__(self, model: nn.Module, dim: int) -> None:
+    def __init__(self, model: nn.Module, dim: int, pad_token_id: int | None = None) -> None:
         super().__init__()
         self.model = model
         self.dim = dim
-        # JinaCLIP's text tower takes no attention_mask (it masks padding itself).
+        # JinaCLIP's text tower takes no attention_mask: it masks wherever input_ids == pad id.
         self.takes_mask = "attention_mask" in inspect.signature(model.get_text_features).parameters
+        if not self.takes_mask and pad_token_id is None:
+            raise ValueError("a text tower without attention_mask needs the tokenizer's pad_token_id")
+        self.pad_token_id = pad_token_id
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.takes_mask:
             output = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
         else:
+            # Writing the pad id wherever the mask says "padding" keeps the mask the one source of
+            # truth (as it is for every other tower), and keeps it in the graph: the tracer drops
+            # inputs nothing reads, and the façade and Triton always send both.
+            input_ids = torch.where(attention_mask.bool(), input_ids, self.pad_token_id)
             output = self.model.get_text_features(input_ids=input_ids)
         return nn.functional.normalize(features(output)[:, : self.dim], p=2.0, dim=-1)
 

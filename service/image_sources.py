@@ -1,7 +1,8 @@
 """Where an anime's pictures come from at ingest: inline base64, a local folder, or their URLs.
 
 Precedence per slot (picture, thumbnail): the document's `*_data` field, then
-`<images_dir>/<anime_id>.<slot>.{jpg,jpeg,png,webp}`, then the document's URL when fetching is on.
+`<images_dir>/<anime_id>.<slot>.{jpg,jpeg,png,webp}`, then the document's URL when fetching is on
+(one deadline for the whole download, the size cap counted on the bytes received).
 A slot with no usable image stays empty: the anime simply has no such vector (never a zero vector).
 """
 
@@ -23,6 +24,24 @@ from service.images import (
     ImageTooLarge,
     decode_base64_image,
 )
+
+# Covers are already compressed; asking for identity keeps a compressed body from inflating far past
+# the cap inside one network chunk before the streaming check sees it.
+_FETCH_HEADERS = {"Accept-Encoding": "identity", "Accept": "image/jpeg, image/png, image/webp, */*;q=0.1"}
+
+
+class ImageFetchFailed(ImageError):
+    """The URL did not give us a body: unreachable, an HTTP error status, or a bad URL."""
+
+    status_code = 422
+    code = "image_fetch_failed"
+
+
+class ImageFetchTimeout(ImageFetchFailed):
+    """The whole download (connect, headers and body together) ran past its deadline."""
+
+    code = "image_fetch_timeout"
+
 
 SLOTS = ("picture", "thumbnail")
 _EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -63,9 +82,10 @@ class ImageResolver:
                     except ImageError as exc:
                         resolved.problems.append(ImageProblem(doc.anime_id, slot, exc.code, exc.message))
                         return
-                    except (httpx.HTTPError, OSError) as exc:
+                    except OSError as exc:
+                        # A local file that vanished or cannot be read between the check and the open.
                         resolved.problems.append(
-                            ImageProblem(doc.anime_id, slot, "image_fetch_failed", str(exc))
+                            ImageProblem(doc.anime_id, slot, "image_read_failed", str(exc) or repr(exc))
                         )
                         return
                 if image is not None:
@@ -91,17 +111,42 @@ class ImageResolver:
         return None
 
     async def _download(self, client: httpx.AsyncClient, url: str) -> bytes:
-        """GET with a timeout and a size cap enforced while streaming (a lying Content-Length is no help)."""
-        chunks: list[bytes] = []
-        size = 0
-        async with client.stream("GET", url) as response:
-            response.raise_for_status()
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self.limits.max_bytes:
-                    raise ImageTooLarge(
-                        f"{url} is larger than {self.limits.max_bytes} bytes",
-                        max_bytes=self.limits.max_bytes,
-                    )
-                chunks.append(chunk)
+        """GET `url` within `timeout_s` in total and at most `limits.max_bytes`, or an `ImageError`.
+
+        httpx's timeout bounds each socket operation, so a server dripping a byte a second would never
+        trip it; the deadline covers the whole exchange instead. The size is counted while streaming:
+        a Content-Length that is absent or lies does not get more bytes through.
+        """
+        cap = self.limits.max_bytes
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async with client.stream("GET", url, headers=_FETCH_HEADERS) as response:
+                    if response.status_code >= 400:
+                        raise ImageFetchFailed(
+                            f"{url} answered HTTP {response.status_code} {response.reason_phrase}".rstrip(),
+                            url=url,
+                            status=response.status_code,
+                        )
+                    declared = response.headers.get("content-length", "")
+                    if declared.isdigit() and int(declared) > cap:
+                        # Honest and too big: refuse before reading any of it.
+                        raise ImageTooLarge(
+                            f"{url} declares {declared} bytes; at most {cap} are accepted",
+                            url=url,
+                            max_bytes=cap,
+                        )
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > cap:
+                            raise ImageTooLarge(f"{url} sent more than {cap} bytes", url=url, max_bytes=cap)
+                        chunks.append(chunk)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            # The deadline (asyncio.timeout) or one of httpx's per-operation limits, whichever came first.
+            raise ImageFetchTimeout(
+                f"{url} did not finish within {self.timeout_s:g}s", url=url, timeout_s=self.timeout_s
+            ) from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise ImageFetchFailed(f"cannot fetch {url}: {str(exc) or type(exc).__name__}", url=url) from exc
         return b"".join(chunks)

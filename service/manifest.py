@@ -41,7 +41,12 @@ class ModelManifest(msgspec.Struct, kw_only=True, frozen=True):
     source: str
     source_revision: str | None = None
     architecture: str
+    # The width of the vectors this graph outputs: what the façade and the store size everything by.
     dim: int
+    # The checkpoint's own embedding width, and whether `dim` keeps only a Matryoshka prefix of it
+    # (truncated then re-normalised inside the graph). Absent in manifests written before they existed.
+    full_dim: int | None = None
+    matryoshka: bool = False
     pooling: str
     normalized: bool = True
     has_sparse: bool = False
@@ -59,6 +64,15 @@ class ModelManifest(msgspec.Struct, kw_only=True, frozen=True):
     exported_at: str
     exporter: dict[str, str] = {}
     license: str | None = None
+
+    def __post_init__(self) -> None:
+        # Runs on msgspec decode too: an inconsistent manifest fails at load, not at the first vector.
+        if self.dim < 1:
+            raise ValueError(f"dim must be positive, got {self.dim}")
+        if self.full_dim is not None and self.full_dim < self.dim:
+            raise ValueError(f"dim {self.dim} is wider than the model's full_dim {self.full_dim}")
+        if self.matryoshka and (self.full_dim is None or self.full_dim == self.dim):
+            raise ValueError("matryoshka needs a full_dim wider than dim")
 
     @property
     def model_version(self) -> str:
