@@ -43,6 +43,8 @@ class ReindexJob:
     reembed: bool
     params: IndexParams
     keep_old: bool
+    # The request's `index` fields; job.params is the live collection's settings with these applied.
+    overrides: dict[str, Any] | None = field(default=None, repr=False)
     state: State = "running"
     phase: str = "starting"
     source: str | None = None
@@ -108,8 +110,11 @@ class Reindexer:
             raise ReindexConflict(
                 f"reindex {self._current.job_id} is still running", job_id=self._current.job_id
             )
+        # Validated now so a bad `index` is a 4xx; the job settles its params from the live collection.
         params = self.runtime.store.params.merged(index)
-        job = ReindexJob(job_id=uuid.uuid4().hex[:12], reembed=reembed, params=params, keep_old=keep_old)
+        job = ReindexJob(
+            job_id=uuid.uuid4().hex[:12], reembed=reembed, params=params, keep_old=keep_old, overrides=index
+        )
         self.jobs[job.job_id] = job
         self._current = job
         self._task = asyncio.create_task(self._run(job), name=f"reindex-{job.job_id}")
@@ -130,6 +135,10 @@ class Reindexer:
         store = self.runtime.store
         try:
             job.source = await store.live_collection()
+            if job.source is not None:
+                # Keep what the live collection was built with (not the environment's settings, which
+                # may have changed since), except what this request changes.
+                job.params = (await store.collection_params(job.source)).merged(job.overrides)
             job.target = store.new_collection_name()
             job.phase = "creating"
             await store.create_collection(job.target, store.schema, job.params)

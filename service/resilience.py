@@ -9,6 +9,7 @@ outages count: a 4xx-worthy request or an upstream error about one request does 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
@@ -38,6 +39,14 @@ class Breakers:
         )
         self._known: dict[str, str] = {}
 
+    def _open(self, circuit: str, dependency: str) -> DependencyUnavailable:
+        return DependencyUnavailable(
+            dependency,
+            f"circuit '{circuit}' is open after {self.threshold} consecutive failures; "
+            f"the next try goes through within {self.reset_s:g}s",
+            circuit=circuit,
+        )
+
     async def call(self, circuit: str, dependency: str, run: Callable[[], Awaitable[_T]]) -> _T:
         self._known[circuit] = dependency
         breaker = await self._factory.get_breaker(circuit)
@@ -45,12 +54,18 @@ class Breakers:
             async with breaker:
                 return await run()
         except OpenedState as exc:
-            raise DependencyUnavailable(
-                dependency,
-                f"circuit '{circuit}' is open after {self.threshold} consecutive failures; "
-                f"the next try goes through within {self.reset_s:g}s",
-                circuit=circuit,
-            ) from exc
+            raise self._open(circuit, dependency) from exc
+
+    async def refuse_if_open(self, circuit: str) -> None:
+        """Raise the open circuit's 503 now, before work that would be wasted on the way to it (a
+        query's encoding when the store is down). Leaves the half-open probe to `call`."""
+        dependency = self._known.get(circuit)
+        if dependency is None:
+            return
+        context = (await self._factory.get_breaker(circuit)).context
+        opened_at = context.opened_at
+        if context.state == "opened" and opened_at is not None and time.time() <= opened_at + context.ttl:
+            raise self._open(circuit, dependency)
 
     async def states(self) -> dict[str, str]:
         """circuit -> closed | opened | half-opened, for the circuits used so far."""

@@ -16,7 +16,9 @@ ScoreThreshold = Annotated[
     msgspec.Meta(
         ge=-1e6,
         le=1e6,
-        description="Drop results scoring below this (cosine similarity for the default metric).",
+        description="Least similarity a match must have (cosine for the default metric; for euclid "
+        "1/(1+distance)). Where several vectors are fused (image search, hybrid text, similarity) it "
+        "applies to each vector's own similarity, before fusion.",
     ),
 ]
 
@@ -285,7 +287,7 @@ class DeleteResponse(msgspec.Struct, kw_only=True):
 
 
 class IndexParamsPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
-    """Index settings for the new collection; unset fields keep the service's configuration."""
+    """Index settings for the new collection; unset fields keep the live collection's settings."""
 
     hnsw_m: Annotated[int, msgspec.Meta(ge=4, le=128)] | None = None
     hnsw_ef_construct: Annotated[int, msgspec.Meta(ge=4, le=2000)] | None = None

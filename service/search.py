@@ -150,8 +150,14 @@ class SearchService:
         self, endpoint: str, request: Any, compute: Callable[[], Awaitable[SearchResponse]]
     ) -> SearchResponse:
         started = time.perf_counter()
+
+        async def answer_now() -> SearchResponse:
+            # A cached answer is still served while the store is down; a new one needs the store.
+            await self.runtime.store.refuse_if_down()
+            return await compute()
+
         answer, cached = await self.cache.answer(
-            endpoint, request, SearchResponse, compute, keep=lambda a: not a.query_info.degraded
+            endpoint, request, SearchResponse, answer_now, keep=lambda a: not a.query_info.degraded
         )
         info = msgspec.structs.replace(answer.query_info, took_ms=_elapsed_ms(started), cached=cached)
         return msgspec.structs.replace(answer, query_info=info)

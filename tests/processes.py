@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+
+    from service.runtime import Runtime
+    from service.settings import Settings
+
+_T = TypeVar("_T")
 
 
 def start_service(
@@ -132,3 +145,146 @@ class RedisServer:
         if self.process.stderr:
             self.process.stderr.close()
         self.process = None
+
+
+class ServiceThread:
+    """The façade under uvicorn on a real port, in a thread of the test process.
+
+    Same server as `python -m service`, but the test can reach the live runtime (for instance to
+    point the store at another endpoint mid-run) on the server's own event loop.
+    """
+
+    def __init__(self, settings: Settings, port: int) -> None:
+        import uvicorn
+
+        from service.app import create_app
+
+        self.port = port
+        self.app: Litestar = create_app(settings)
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                host="127.0.0.1",
+                port=port,
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
+        )
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name=f"service:{port}", daemon=True)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.server.serve())
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.app.state.runtime
+
+    def start(self, timeout_s: float = 180.0) -> ServiceThread:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the service stopped during startup (see the log above)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"service not started after {timeout_s:.0f}s")
+            time.sleep(0.05)
+        return self
+
+    def run(self, coroutine: Coroutine[Any, Any, _T], timeout_s: float = 30.0) -> _T:
+        """Run `coroutine` on the server's loop, between its requests (no torn state)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout_s)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout_s)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+    def __enter__(self) -> ServiceThread:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+class StallingServer:
+    """A TCP endpoint that accepts connections and then never completes a response.
+
+    `silent`: reads nothing, answers nothing (a hung process, a black-holed route).
+    `trickle`: answers HTTP headers, then one body byte per `interval_s` for ever, so no single read
+    ever waits long: only a deadline on the whole call ends it (a server stuck in GC, swapping).
+    """
+
+    def __init__(self, mode: Literal["silent", "trickle"], interval_s: float = 0.2) -> None:
+        self.mode = mode
+        self.interval_s = interval_s
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.port: int = self._listener.getsockname()[1]
+        self.accepted = 0
+        self._closing = threading.Event()
+        self._connections: list[socket.socket] = []
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> StallingServer:
+        self._threads[0].start()
+        return self
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            self._connections.append(connection)
+            if self.mode == "trickle":
+                thread = threading.Thread(target=self._trickle, args=(connection,), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _trickle(self, connection: socket.socket) -> None:
+        try:
+            connection.settimeout(5)
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    return
+                received += chunk
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n"
+            )
+            while not self._closing.wait(self.interval_s):
+                connection.sendall(b" ")
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self._closing.set()
+        self._listener.close()
+        for connection in self._connections:
+            with contextlib.suppress(OSError):  # already closed by the peer
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> StallingServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -221,6 +221,40 @@ async def test_snapshots_need_a_server(client):
     assert response.json()["error"]["code"] == "not_supported"
 
 
+async def test_a_snapshot_restore_invalidates_cached_answers_like_any_write():
+    """Local mode has no snapshots (501), so a server's client is stood in for."""
+    from types import SimpleNamespace
+
+    from service.store.qdrant_store import AnimeStore
+    from service.store.types import VectorSchema
+
+    class ServerClient:
+        def __init__(self) -> None:
+            self.recovered: list[tuple[str, str]] = []
+
+        async def get_aliases(self):
+            alias = SimpleNamespace(alias_name="anime", collection_name="anime_1")
+            return SimpleNamespace(aliases=[alias])
+
+        async def recover_snapshot(self, collection, *, location, wait):
+            self.recovered.append((collection, location))
+            return True
+
+    qdrant = ServerClient()
+    store = AnimeStore(qdrant, "anime", VectorSchema({"text": 4}), "qdrant-server", "http://qdrant:6333")
+    writes = []
+
+    async def on_write() -> None:
+        writes.append(1)
+
+    store.on_write = on_write
+    store._ready = True
+    answer = await store.restore_snapshot("anime_1-2026.snapshot")
+    assert answer["collection"] == "anime_1" and qdrant.recovered
+    assert writes == [1]  # the answer cache's generation moves on
+    assert store._ready is False  # the restored collection's schema is checked again
+
+
 # -- reindex ------------------------------------------------------------------------------------
 
 

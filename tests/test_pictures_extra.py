@@ -29,7 +29,8 @@ from service.runtime import build_runtime
 from service.settings import load_settings
 from tests.builders import encode_image, near_duplicate, synthetic_cover
 from tests.conftest import copy_index
-from tests.test_image_search import WITH_PICTURES, b64, ids, picture_docs, picture_index, post
+from tests.test_image_search import b64, ids, picture_docs, picture_index, post
+from tests.thresholds import assert_threshold_applies_per_list
 
 __all__ = ["picture_docs", "picture_index"]  # fixtures shared with test_image_search, used below
 
@@ -386,19 +387,10 @@ def _check_cut(base: dict, cut: dict, threshold: float) -> None:
     assert _scores(cut) == sorted(_scores(cut), reverse=True)
 
 
-async def test_image_search_honours_score_threshold(client):
-    body = {"image": b64(near_duplicate(synthetic_cover(4)), "JPEG"), "limit": 100}
-    base = await post(client, "/api/v1/search/image", body)
-    scores = _scores(base)
-    assert len(scores) == WITH_PICTURES
-    threshold = _cut_between(scores)
-    _check_cut(
-        base, await post(client, "/api/v1/search/image", body | {"score_threshold": threshold}), threshold
-    )
-    above = await post(client, "/api/v1/search/image", body | {"score_threshold": scores[0] + 1e-3})
-    assert above["results"] == [] and above["total"] == 0
-    below = await post(client, "/api/v1/search/image", body | {"score_threshold": min(scores) - 1.0})
-    assert ids(below) == ids(base) and _scores(below) == pytest.approx(scores, abs=1e-9)
+async def test_image_search_honours_score_threshold_per_vector(client):
+    image = b64(near_duplicate(synthetic_cover(4)), "JPEG")
+    vector = (await client.app.state.search.embed_image(image)).tolist()
+    await assert_threshold_applies_per_list(client, {"image": image}, vector)
 
 
 @pytest.mark.parametrize("ranking", ["weighted", "rrf", "dbsf"])

@@ -1,13 +1,17 @@
-"""Dependency failures: a killed tritonserver, an unreachable Qdrant, one modality down.
+"""Dependency failures: a killed or hung tritonserver, an unreachable, failing or stalling Qdrant,
+one modality down, the embedded store killed under writes.
 
-The façade runs as deployed (a uvicorn process); tritonserver is killed with SIGKILL under load and
-started again, and the façade must recover by itself.
+The façade runs as deployed (uvicorn); tritonserver is killed with SIGKILL or frozen with SIGSTOP
+under load and brought back, and the façade must recover by itself, with no restart. The time from
+the dependency's return to the first successful search is printed (`pytest -s`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -17,13 +21,15 @@ import httpx
 import msgspec
 import pytest
 
+from service.errors import DependencyUnavailable
 from service.ingest import ingest
 from service.manifest import TEXT_EMBEDDER
 from service.runtime import build_runtime
 from service.settings import load_settings
 from service.triton_local.launcher import LocalTriton, free_port
 from tests.builders import encode_image, synthetic_cover
-from tests.processes import start_service, stop
+from tests.conftest import copy_index
+from tests.processes import ServiceThread, StallingServer, start_service, stop
 
 pytestmark = pytest.mark.triton
 
@@ -108,11 +114,9 @@ def test_killed_triton_gives_fast_503s_and_recovery_needs_no_restart(
         killed_at = time.monotonic()
         text_only_triton.kill()
         time.sleep(4)
-        health = httpx.get(f"{base}/health").json()
-        assert health["status"] == "degraded"
-        assert health["components"]["store"]["status"] == "ok"
-        assert health["components"][f"triton:{TEXT_EMBEDDER}"]["status"] == "down"
+        assert_triton_degraded(base)
 
+        restart_at = time.monotonic()
         restarted = LocalTriton(
             minilm_repository,
             workdir=tmp_path / "triton-again",
@@ -147,9 +151,113 @@ def test_killed_triton_gives_fast_503s_and_recovery_needs_no_restart(
     fast = sorted(seconds for _, _, seconds, _ in outage)
     assert fast[len(fast) // 2] < 0.1  # the open circuit answers at once
     recovered = next(start for start, status, _, _ in after if status == 200)
-    recovery_s = recovered - ready_at
-    print(f"\ntriton back: first successful search {recovery_s:.2f}s after it was ready again")
-    assert recovery_s < 10
+    answered = next(start + seconds for start, status, seconds, _ in after if status == 200)
+    report(
+        "triton SIGKILL + restart",
+        f"server boot {ready_at - restart_at:.2f}s; first successful search answered "
+        f"{answered - ready_at:.2f}s after it was ready",
+    )
+    assert recovered - ready_at < 10
+    assert all(status == 200 for start, status, _, _ in after if start > recovered)
+
+
+def report(what: str, line: str) -> None:
+    """Recovery times go to the terminal (`pytest -s`): the numbers the resilience notes quote."""
+    print(f"\n[resilience] {what}: {line}", flush=True)
+
+
+def assert_triton_degraded(base: str) -> None:
+    """Both health endpoints: degraded, the store fine, text_embedder down and its circuit not closed."""
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for path in ("/health", "/api/v1/admin/health"):
+            response = client.get(path)
+            assert response.status_code == 200, (path, response.text)
+            health = response.json()
+            assert health["status"] == "degraded", (path, health)
+            components = health["components"]
+            assert components["store"]["status"] == "ok", (path, components)
+            assert components[f"triton:{TEXT_EMBEDDER}"]["status"] == "down", (path, components)
+            circuit = components[f"circuit:triton:{TEXT_EMBEDDER}"]
+            assert circuit["status"] == "down" and "open" in circuit["detail"], (path, circuit)
+
+
+def test_hung_triton_times_out_opens_the_circuit_and_recovers_on_sigcont(
+    minilm_repository, index, text_only_triton, tmp_path
+):
+    """SIGSTOP freezes tritonserver with its sockets open: connections succeed, nothing answers.
+
+    Every search must end within the Triton timeout (a 503, never a hang), then at once while the
+    circuit is open; SIGCONT brings the same server back and searches succeed without a restart.
+    """
+    timeout_s, reset_s = 1.0, 1.0
+    port = free_port()
+    env = {
+        "MODEL_REPOSITORY": str(minilm_repository),
+        "QDRANT_PATH": str(index),
+        "ENCODER_ENGINE": "triton",
+        "TRITON_URL": text_only_triton.endpoints.grpc_url,
+        "TRITON_TIMEOUT_S": str(timeout_s),
+        "BREAKER_THRESHOLD": "3",
+        "BREAKER_RESET_S": str(reset_s),
+        "CACHE_ENABLED": "false",
+    }
+    service = start_service(env, port, tmp_path / "service.log")
+    base = f"http://127.0.0.1:{port}"
+    assert text_only_triton.process is not None
+    group = text_only_triton.process.pid  # started in its own session: the server and its stubs
+    load = Load(base)
+    frozen = False
+    try:
+        load.start()
+        time.sleep(1.5)
+        stopped_at = time.monotonic()
+        os.killpg(group, signal.SIGSTOP)
+        frozen = True
+        time.sleep(3)
+        health_started = time.monotonic()
+        assert_triton_degraded(base)
+        # Three roles probed in turn, each bounded by the timeout: health never hangs either.
+        assert time.monotonic() - health_started < 2 * (3 * timeout_s + 1)
+
+        resumed_at = time.monotonic()
+        os.killpg(group, signal.SIGCONT)
+        frozen = False
+        deadline = resumed_at + 30
+        while time.monotonic() < deadline and not any(
+            start > resumed_at and status == 200 for start, status, _, _ in load.records
+        ):
+            time.sleep(0.05)
+        time.sleep(1)  # a little steady traffic after the recovery
+        load.stop.set()
+        load.join(timeout=30)
+        with httpx.Client(base_url=base, timeout=30) as client:
+            health = client.get("/health").json()
+        assert health["components"][f"triton:{TEXT_EMBEDDER}"]["status"] == "ok", health
+        assert f"circuit:triton:{TEXT_EMBEDDER}" not in health["components"], health
+    finally:
+        if frozen:
+            os.killpg(group, signal.SIGCONT)  # a stopped server would ignore the fixture's SIGTERM
+        load.stop.set()
+        stop(service)
+
+    before = [r for r in load.records if r[0] + r[2] < stopped_at]
+    outage = [r for r in load.records if stopped_at + 0.2 < r[0] and r[0] + r[2] < resumed_at]
+    after = [r for r in load.records if r[0] > resumed_at]
+    assert before and all(status == 200 for _, status, _, _ in before)
+    assert len(outage) >= 10
+    assert all(status == 503 and code == "dependency_unavailable" for _, status, _, code in outage)
+    slowest = max(seconds for _, _, seconds, _ in outage)
+    assert slowest < timeout_s + 1, f"a search waited {slowest:.2f}s on a hung Triton"
+    fast = sorted(seconds for _, _, seconds, _ in outage)
+    assert fast[len(fast) // 2] < 0.1  # the open circuit answers at once
+    recovered = next(start for start, status, _, _ in after if status == 200)
+    answered = next(start + seconds for start, status, seconds, _ in after if status == 200)
+    report(
+        "triton SIGSTOP/SIGCONT",
+        f"first successful search answered {answered - resumed_at:.2f}s after SIGCONT "
+        f"(slowest 503 while hung {slowest:.2f}s, median {fast[len(fast) // 2] * 1000:.1f}ms)",
+    )
+    assert answered - resumed_at < reset_s + 5
     assert all(status == 200 for start, status, _, _ in after if start > recovered)
 
 
@@ -269,3 +377,205 @@ def test_embedded_store_killed_under_write_load_keeps_every_acknowledged_upsert(
             assert client.get("/health").json()["status"] == "ok"
     finally:
         stop(restarted)
+
+
+class Writer(threading.Thread):
+    """Back-to-back upserts of fresh documents in batches; records (start, status, seconds, stored ids).
+
+    Only what the service answered 200 (or 207, item by item) counts as acknowledged.
+    """
+
+    def __init__(self, base: str, documents: list[dict], batch: int = 4) -> None:
+        super().__init__(daemon=True)
+        self.base = base
+        self.documents = documents
+        self.batch = batch
+        self.records: list[tuple[float, int, float, list[str]]] = []
+        self.stop = threading.Event()
+
+    @property
+    def acknowledged(self) -> list[str]:
+        return [anime_id for *_, stored in self.records for anime_id in stored]
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=30) as client:
+            for offset in range(0, len(self.documents), self.batch):
+                if self.stop.is_set():
+                    return
+                batch = self.documents[offset : offset + self.batch]
+                started = time.monotonic()
+                response = client.post("/api/v1/admin/vectors/upsert", json={"documents": batch})
+                stored = []
+                if response.status_code in (200, 207):
+                    stored = [i["anime_id"] for i in response.json()["items"] if i["status"] == "stored"]
+                self.records.append((started, response.status_code, time.monotonic() - started, stored))
+                time.sleep(0.02)
+
+
+async def _swap_store_client(runtime, client):
+    """Point the live store at another Qdrant endpoint; returns the one it replaces."""
+    previous, runtime.store._client = runtime.store._client, client
+    return previous
+
+
+def test_store_outage_under_load_gives_fast_503s_loses_no_acknowledged_upsert_and_heals(
+    minilm_repository, index, bangumi_documents, tmp_path
+):
+    """The store becomes unreachable while searches and upserts run, then comes back; no restart.
+
+    No Qdrant server exists here, so the outage is made at the endpoint: the running service's
+    store client is replaced by a real qdrant-client aimed at a closed port (what the service sees
+    when its Qdrant host goes away), then given its store back. Reads fail fast once the circuit
+    opens, writes are refused (503, never acknowledged), both health endpoints say the store is
+    down, every acknowledged upsert is there afterwards, and searches heal by themselves.
+    """
+    from qdrant_client import AsyncQdrantClient
+
+    reset_s = 1.0
+    settings = load_settings(
+        {},
+        model_repository=minilm_repository,
+        qdrant_path=copy_index(index, tmp_path / "store"),
+        breaker_threshold=3,
+        breaker_reset_s=reset_s,
+        qdrant_timeout_s=2,
+        cache_enabled=False,
+        log_level="WARNING",
+    )
+    documents = [msgspec.to_builtins(d) for d in bangumi_documents[30:430]]
+    service = ServiceThread(settings, free_port()).start()
+    searches = Load(service.base)
+    writers = [Writer(service.base, documents[0::2]), Writer(service.base, documents[1::2])]
+    dead = AsyncQdrantClient(url=f"http://127.0.0.1:{free_port()}", timeout=2, check_compatibility=False)
+    try:
+        for thread in [searches, *writers]:
+            thread.start()
+        time.sleep(2)
+        down_at = time.monotonic()
+        embedded = service.run(_swap_store_client(service.runtime, dead))
+        time.sleep(1.5)
+        # The store call itself fails at once, open circuit or probe to a refusing port (a search
+        # still spends its query encoding first, so its own latency is the encoder's).
+        assert service.run(service.runtime.breakers.states())["qdrant"] != "closed"
+        ping_started = time.monotonic()
+        with pytest.raises(DependencyUnavailable, match="qdrant"):
+            service.run(service.runtime.store.ping())
+        ping_s = time.monotonic() - ping_started
+        assert ping_s < 0.1, ping_s
+        with httpx.Client(base_url=service.base, timeout=30) as client:
+            for path in ("/health", "/api/v1/admin/health"):
+                response = client.get(path)
+                assert response.status_code == 503, (path, response.text)
+                health = response.json()
+                assert health["status"] == "down", (path, health)
+                assert health["components"]["store"]["status"] == "down", (path, health)
+                assert "qdrant" in health["components"]["store"]["detail"], (path, health)
+                assert health["components"]["circuit:qdrant"]["status"] == "down", (path, health)
+        time.sleep(2)
+        up_at = time.monotonic()
+        service.run(_swap_store_client(service.runtime, embedded))
+        deadline = up_at + 20
+        while time.monotonic() < deadline and not (
+            any(start > up_at and status == 200 for start, status, _, _ in searches.records)
+            and any(start > up_at and status == 200 for w in writers for start, status, _, _ in w.records)
+        ):
+            time.sleep(0.05)
+        time.sleep(1)  # steady traffic after the recovery
+        for thread in [searches, *writers]:
+            thread.stop.set()
+        for thread in [searches, *writers]:
+            thread.join(timeout=30)
+
+        with httpx.Client(base_url=service.base, timeout=30) as client:
+            health = client.get("/health")
+            assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+            acknowledged = [anime_id for w in writers for anime_id in w.acknowledged]
+            missing = [
+                anime_id
+                for anime_id in acknowledged
+                if client.get(f"/api/v1/search/by-id/{anime_id}").status_code != 200
+            ]
+    finally:
+        for thread in [searches, *writers]:
+            thread.stop.set()
+        service.stop()
+        asyncio.run(dead.close())
+
+    assert missing == [], f"{len(missing)} of {len(acknowledged)} acknowledged upserts lost: {missing[:5]}"
+    writes = [r for w in writers for r in w.records]
+    # A request that took the store client before the swap may finish against it: that is a real write.
+    during = [r for r in writes if down_at + 0.5 < r[0] and r[0] + r[2] < up_at]
+    assert during and all(status == 503 and not stored for _, status, _, stored in during)
+    assert any(stored for start, _, seconds, stored in writes if start + seconds < down_at)
+    assert any(stored for start, _, _, stored in writes if start > up_at)
+
+    before = [r for r in searches.records if r[0] + r[2] < down_at]
+    outage = [r for r in searches.records if down_at + 0.5 < r[0] and r[0] + r[2] < up_at]
+    after = [r for r in searches.records if r[0] > up_at]
+    assert before and all(status == 200 for _, status, _, _ in before)
+    assert len(outage) >= 5
+    assert all(status == 503 and code == "dependency_unavailable" for _, status, _, code in outage)
+    normal = sorted(seconds for _, _, seconds, _ in before)[len(before) // 2]
+    failing = sorted(seconds for _, _, seconds, _ in outage)[len(outage) // 2]
+    # Nothing waits on the dead store: a 503 costs what the query encoding costs on this busy CPU.
+    assert max(seconds for _, _, seconds, _ in outage) < settings.qdrant_timeout_s
+    assert failing < normal + 0.25, (failing, normal)
+    recovered = next(start for start, status, _, _ in after if status == 200)
+    answered = next(start + seconds for start, status, seconds, _ in after if status == 200)
+    write_back = min(start + seconds for start, _, seconds, stored in writes if start > up_at and stored)
+    report(
+        "store outage (endpoint unreachable) -> back",
+        f"first successful search answered {answered - up_at:.2f}s and first acknowledged upsert "
+        f"{write_back - up_at:.2f}s after the store returned; {len(acknowledged)} upserts acknowledged, "
+        f"{len(during)} refused during the outage, none lost; median search {normal * 1000:.0f}ms "
+        f"before, {failing * 1000:.0f}ms for a 503 during (store call refused in {ping_s * 1000:.1f}ms)",
+    )
+    assert answered - up_at < reset_s + 3
+    assert all(status == 200 for start, status, _, _ in after if start > recovered)
+
+
+@pytest.mark.parametrize("mode", ["silent", "trickle"])
+def test_a_stalling_qdrant_times_out_within_qdrant_timeout(minilm_repository, mode):
+    """A Qdrant that accepts connections and never finishes answering: every call ends at
+    QDRANT_TIMEOUT_S with a 503 naming qdrant, then at once while the circuit is open.
+
+    `silent` never answers (the HTTP client's read timeout would do); `trickle` sends a byte every
+    200 ms, which no per-read timeout catches: only a deadline on the whole store call ends it.
+    """
+    timeout_s = 1.0
+    with StallingServer(mode) as stalling:
+        settings = load_settings(
+            {},
+            model_repository=minilm_repository,
+            qdrant_url=stalling.url,
+            qdrant_timeout_s=timeout_s,
+            breaker_threshold=3,
+            breaker_reset_s=30,
+            cache_enabled=False,
+            log_level="WARNING",
+        )
+        service = ServiceThread(settings, free_port()).start()
+        try:
+            with httpx.Client(base_url=service.base, timeout=10 * timeout_s + 5) as client:
+                timings = []
+                for _ in range(6):
+                    started = time.monotonic()
+                    response = client.post("/api/v1/search", json={"query": "robots"})
+                    timings.append(time.monotonic() - started)
+                    assert response.status_code == 503, response.text
+                    assert response.json()["error"]["details"]["dependency"] == "qdrant"
+                assert stalling.accepted >= 1  # the calls really went to the stalling endpoint
+                assert max(timings) < timeout_s + 1.5, timings
+                assert max(timings[3:]) < 0.1, timings  # circuit open: no more waiting
+                started = time.monotonic()
+                write = client.post(
+                    "/api/v1/admin/vectors/upsert", json={"documents": [{"anime_id": "a", "title": "A"}]}
+                )
+                assert write.status_code == 503  # refused, so not acknowledged
+                health = client.get("/health")
+                assert health.status_code == 503 and health.json()["components"]["store"]["status"] == "down"
+                assert time.monotonic() - started < timeout_s + 1.5
+        finally:
+            stalling.close()  # ends any call still stuck on it, so the server can shut down
+            service.stop()
+    report(f"stalling store ({mode})", "searches: " + ", ".join(f"{t:.2f}s" for t in timings))

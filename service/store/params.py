@@ -9,6 +9,11 @@ from qdrant_client import models
 
 Quantization = Literal["none", "scalar", "binary"]
 
+# Settings Qdrant takes with each query rather than at collection creation. They belong to the running
+# service (its environment, or the last reindex request), never to a collection's record, so an
+# operator tunes them with a restart, not a rebuild.
+QUERY_TIME_FIELDS = ("search_ef", "quantization_rescore", "quantization_oversampling")
+
 
 class IndexParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     hnsw_m: Annotated[int, msgspec.Meta(ge=4, le=128, description="HNSW graph degree")] = 16
@@ -28,6 +33,10 @@ class IndexParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         if not overrides:
             return self
         return msgspec.convert(msgspec.structs.asdict(self) | overrides, IndexParams)
+
+    def with_query_time_of(self, other: IndexParams) -> IndexParams:
+        """These build-time settings with `other`'s query-time ones."""
+        return msgspec.structs.replace(self, **{f: getattr(other, f) for f in QUERY_TIME_FIELDS})
 
     def hnsw(self) -> models.HnswConfigDiff:
         return models.HnswConfigDiff(m=self.hnsw_m, ef_construct=self.hnsw_ef_construct)

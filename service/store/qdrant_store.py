@@ -26,7 +26,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from service.documents import point_id
 from service.encoders.sparse import SparseVector
 from service.errors import DependencyUnavailable, ModelMismatch, ServiceError
-from service.fusion import DEFAULT_RRF_K
+from service.fusion import DEFAULT_RRF_K, dbsf_normalize
 from service.store.filters import PAYLOAD_INDEXES
 from service.store.params import IndexParams
 from service.store.types import (
@@ -47,15 +47,64 @@ _DISTANCES = {
     "euclid": models.Distance.EUCLID,
 }
 
+# The index settings a collection was built with, kept in its metadata: a server reports HNSW and
+# quantization itself, but local mode forgets them, neither keeps the query-time ones, and after a
+# restart the environment's settings may no longer be those the live collection was built with.
+PARAMS_METADATA_KEY = "avs_index_params"
+
+# Every score the store hands out is a similarity, higher is better, whatever QDRANT_DISTANCE says,
+# because fusion (min-max, DBSF), score_threshold (>=) and explanations all assume so:
+#   cosine  cosine similarity as Qdrant gives it, in [-1, 1]
+#   dot     dot product as Qdrant gives it (= cosine on the L2-normalised vectors our models make;
+#           client-given vectors need not be normalised, so it is unbounded then)
+#   euclid  1 / (1 + d) where d is the Euclidean distance Qdrant gives (lower is better there):
+#           (0, 1], 1.0 for an identical vector; d = 1/s - 1. On unit vectors d = sqrt(2 - 2 cos),
+#           so the ranking is the cosine one.
+# Sparse vectors always score by dot product, and fused (RRF/DBSF) scores are already higher-better:
+# neither is mapped.
+#
+# score_threshold is the same similarity: for euclid it becomes the largest distance Qdrant should
+# keep. Local mode drops a score equal to the threshold (server keeps it) and the euclid mapping
+# rounds, so Qdrant is asked with a slightly looser bound and the exact `score >= threshold` is
+# applied here, to the scores as reported.
+_THRESHOLD_SLACK = 1e-6
+
+
+def _euclid_similarity(distance: float) -> float:
+    return 1.0 / (1.0 + distance)
+
+
+def _qdrant_threshold(threshold: float | None, euclid: bool) -> float | None:
+    """The bound to send to Qdrant for a similarity threshold: a little looser than exact."""
+    if threshold is None:
+        return None
+    if not euclid:
+        return threshold - _THRESHOLD_SLACK * max(1.0, abs(threshold))
+    if threshold <= 0.0:
+        return None  # every euclid similarity is > 0
+    distance = 1.0 / threshold - 1.0  # negative (nothing passes) for a threshold above 1.0
+    return distance + _THRESHOLD_SLACK * max(1.0, abs(distance))
+
+
+def _at_least(hits: list[Hit], threshold: float | None) -> list[Hit]:
+    return hits if threshold is None else [h for h in hits if h.score >= threshold]
+
+
+def _both(first: models.Filter | None, second: models.Filter | None) -> models.Filter | None:
+    if first is None or second is None:
+        return first or second
+    return models.Filter(must=[first, second])
+
 
 class NotSupported(ServiceError):
     status_code = 501
     code = "not_supported"
 
 
-def _hit(point: models.ScoredPoint) -> Hit:
+def _hit(point: models.ScoredPoint, euclid: bool = False) -> Hit:
     payload = point.payload or {}
-    return Hit(anime_id=str(payload.get("anime_id", point.id)), score=float(point.score), payload=payload)
+    score = _euclid_similarity(float(point.score)) if euclid else float(point.score)
+    return Hit(anime_id=str(payload.get("anime_id", point.id)), score=score, payload=payload)
 
 
 def _structs(points: Sequence[StoredPoint]) -> list[models.PointStruct]:
@@ -69,6 +118,41 @@ def _structs(points: Sequence[StoredPoint]) -> list[models.PointStruct]:
     ]
 
 
+def _problems(info: models.CollectionInfo, schema: VectorSchema) -> tuple[list[str], list[str]]:
+    """What keeps a collection from serving the deployed models: (vectors, metric) problems."""
+    vectors = info.config.params.vectors
+    existing = vectors if isinstance(vectors, dict) else {"": vectors}
+    sparse_existing = info.config.params.sparse_vectors or {}
+    wanted = _DISTANCES[schema.distance]
+    shape: list[str] = []
+    distance: list[str] = []
+    for name, dim in schema.dense.items():
+        params = existing.get(name)
+        if params is None:
+            shape.append(f"vector '{name}' is missing")
+            continue
+        if params.size != dim:
+            shape.append(f"vector '{name}' has {params.size} dims, the model gives {dim}")
+        if params.distance != wanted:
+            # Scores would be read in the wrong metric (e.g. a distance taken for a similarity).
+            distance.append(
+                f"vector '{name}' uses {params.distance.value} distance, QDRANT_DISTANCE is {schema.distance}"
+            )
+    shape += [f"sparse vector '{n}' is missing" for n in schema.sparse if n not in sparse_existing]
+    return shape, distance
+
+
+def _recorded_params(info: models.CollectionInfo) -> IndexParams | None:
+    """The settings recorded at creation; None for a collection made elsewhere or before they were."""
+    recorded = (getattr(info.config, "metadata", None) or {}).get(PARAMS_METADATA_KEY)
+    if recorded is None:
+        return None
+    try:
+        return msgspec.convert(recorded, IndexParams)
+    except msgspec.ValidationError:
+        return None  # written by another version of the service: fall back like an unrecorded one
+
+
 class AnimeStore:
     def __init__(
         self,
@@ -78,8 +162,11 @@ class AnimeStore:
         engine: str,
         location: str,
         params: IndexParams | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         self._client = client
+        # A deadline on each whole call (None: the embedded store, whose calls cannot be interrupted).
+        self.timeout_s = timeout_s
         self.alias = alias
         self.schema = schema
         self.engine = engine
@@ -113,7 +200,7 @@ class AnimeStore:
     ) -> AnimeStore:
         if url:
             client = AsyncQdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout_s)))
-            return cls(client, alias, schema, "qdrant-server", url, params)
+            return cls(client, alias, schema, "qdrant-server", url, params, timeout_s=timeout_s)
         folder = Path(path or "var/qdrant")
         folder.mkdir(parents=True, exist_ok=True)
         return cls(AsyncQdrantClient(path=str(folder)), alias, schema, "qdrant-local", str(folder), params)
@@ -136,20 +223,27 @@ class AnimeStore:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # never started when the circuit was open; a no-op otherwise
 
+    async def refuse_if_down(self) -> None:
+        """503 at once while the store's circuit is open, so a request does not encode its query first."""
+        if self.breakers is not None:
+            await self.breakers.refuse_if_open("qdrant")
+
     async def _call(self, awaitable: Any, action: str) -> Any:
         started = time.perf_counter()
         ok = False
         try:
-            result = await awaitable
+            # The HTTP client's timeout bounds each socket read, not the call: a server trickling bytes
+            # would hold a request for ever. This deadline bounds the whole call.
+            result = await (
+                asyncio.wait_for(awaitable, self.timeout_s) if self.timeout_s is not None else awaitable
+            )
             ok = True
             return result
-        except (
-            ResponseHandlingException,
-            ConnectionError,
-            OSError,
-            asyncio.TimeoutError,
-            sqlite3.Error,
-        ) as exc:
+        except asyncio.TimeoutError as exc:  # before OSError, of which it is a subclass
+            self._ready = False
+            within = f"{self.timeout_s:g}s" if self.timeout_s is not None else "the client's timeout"
+            raise DependencyUnavailable("qdrant", f"{action}: no answer within {within}") from exc
+        except (ResponseHandlingException, ConnectionError, OSError, sqlite3.Error) as exc:
             # sqlite3: the embedded store's file is locked, read-only or the disk is full.
             self._ready = False
             raise DependencyUnavailable("qdrant", f"{action} failed: {exc or type(exc).__name__}") from exc
@@ -178,15 +272,25 @@ class AnimeStore:
                 await self.create_collection(name, self.schema, self.params)
                 await self.point_alias(name)
             else:
-                problems = await self.schema_problems(collection, self.schema)
-                if problems:
+                info = await self._read(collection)
+                shape, distance = _problems(info, self.schema)
+                if shape or distance:
+                    # Another metric only needs a copy into a collection built with the configured one;
+                    # other vectors need the text re-embedded.
+                    body = '{"reembed": true}' if shape else "{}"
+                    problems = shape + distance
                     raise ModelMismatch(
                         f"collection '{collection}' (alias '{self.alias}') does not fit the deployed models: "
                         + "; ".join(problems)
-                        + '. Rebuild it with POST /api/v1/admin/reindex {"reembed": true}.',
+                        + f". Rebuild it with POST /api/v1/admin/reindex {body}.",
                         collection=collection,
                         problems=problems,
                     )
+                # Build-time settings are the live collection's (e.g. rescoring only if it is quantized),
+                # not the environment's, which only seed new collections; query-time ones stay ours.
+                recorded = _recorded_params(info)
+                if recorded is not None:
+                    self.params = recorded.with_query_time_of(self.params)
             self._ready = True
 
     def invalidate(self) -> None:
@@ -220,6 +324,7 @@ class AnimeStore:
                 hnsw_config=params.hnsw(),
                 quantization_config=params.quantization_config(),
                 on_disk_payload=params.on_disk_payload,
+                metadata={PARAMS_METADATA_KEY: msgspec.to_builtins(params)},
                 **(
                     {}
                     if self.is_local
@@ -259,20 +364,18 @@ class AnimeStore:
     async def drop_collection(self, name: str) -> None:
         await self._guard(self._client.delete_collection(name), "deleting collection")
 
+    async def _read(self, collection: str) -> models.CollectionInfo:
+        return await self._guard(self._client.get_collection(collection), "reading collection")
+
     async def schema_problems(self, collection: str, schema: VectorSchema) -> list[str]:
-        info = await self._guard(self._client.get_collection(collection), "reading collection")
-        vectors = info.config.params.vectors
-        existing = vectors if isinstance(vectors, dict) else {"": vectors}
-        sparse_existing = info.config.params.sparse_vectors or {}
-        problems = []
-        for name, dim in schema.dense.items():
-            params = existing.get(name)
-            if params is None:
-                problems.append(f"vector '{name}' is missing")
-            elif params.size != dim:
-                problems.append(f"vector '{name}' has {params.size} dims, the model gives {dim}")
-        problems += [f"sparse vector '{n}' is missing" for n in schema.sparse if n not in sparse_existing]
-        return problems
+        shape, distance = _problems(await self._read(collection), schema)
+        return shape + distance
+
+    async def collection_params(self, collection: str) -> IndexParams:
+        """The index settings `collection` was built with (ours when it has no record of them), with
+        the query-time settings in use now."""
+        recorded = _recorded_params(await self._read(collection))
+        return recorded.with_query_time_of(self.params) if recorded is not None else self.params
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -342,6 +445,10 @@ class AnimeStore:
         )
         return hits
 
+    def _is_distance(self, vector_name: str) -> bool:
+        """Whether Qdrant scores this vector by a distance (lower is better) that must be mapped."""
+        return self.schema.distance == "euclid" and vector_name not in self.schema.sparse
+
     async def search_many(self, queries: Sequence[VectorQuery]) -> list[list[Hit]]:
         """Several nearest-neighbour queries in one round trip (Qdrant's batch query API)."""
         await self.ensure_ready()
@@ -353,7 +460,7 @@ class AnimeStore:
                 using=q.using,
                 limit=q.limit,
                 filter=q.query_filter,
-                score_threshold=q.score_threshold,
+                score_threshold=_qdrant_threshold(q.score_threshold, self._is_distance(q.using)),
                 params=self._search_params,
                 with_payload=True,
             )
@@ -362,7 +469,10 @@ class AnimeStore:
         responses = await self._guard(
             self._client.query_batch_points(self.alias, requests=requests), "batch search"
         )
-        return [[_hit(p) for p in response.points] for response in responses]
+        return [
+            _at_least([_hit(p, self._is_distance(q.using)) for p in response.points], q.score_threshold)
+            for q, response in zip(queries, responses, strict=True)
+        ]
 
     async def search_fused(
         self,
@@ -373,19 +483,32 @@ class AnimeStore:
         query_filter: models.Filter | None = None,
         score_threshold: float | None = None,
     ) -> list[Hit]:
-        """Fuse several named-vector queries inside Qdrant (Query API: prefetch + RRF or DBSF)."""
+        """Fuse several named-vector queries inside Qdrant (Query API: prefetch + RRF or DBSF).
+
+        `score_threshold` is a similarity each list's matches must reach, applied before fusion (as
+        for similarity): a fused RRF score (~0.03) is no scale a client can set a threshold on.
+        """
         await self.ensure_ready()
         if len(queries) == 1:
             q = queries[0]
             return await self.search(
-                q.using, q.vector, limit=limit, query_filter=query_filter, score_threshold=score_threshold
+                q.using,
+                q.vector,
+                limit=limit,
+                query_filter=_both(q.query_filter, query_filter),
+                score_threshold=score_threshold,
             )
+        if fusion == "dbsf" and any(self._is_distance(q.using) for q in queries):
+            # DBSF normalises raw scores as if higher were better, so on distances it ranks the farthest
+            # first (qdrant-client local mode and the server alike: qdrant/qdrant#10611).
+            return await self._dbsf_here(queries, limit, query_filter, score_threshold)
         prefetch = [
             models.Prefetch(
                 query=to_qdrant_vector(q.vector),
                 using=q.using,
                 limit=q.limit,
                 filter=q.query_filter,
+                score_threshold=_qdrant_threshold(score_threshold, self._is_distance(q.using)),
                 params=self._search_params,
             )
             for q in queries
@@ -404,12 +527,34 @@ class AnimeStore:
                 query=query,
                 limit=limit,
                 query_filter=query_filter,
-                score_threshold=score_threshold,
                 with_payload=True,
             ),
             "fused search",
         )
         return [_hit(p) for p in response.points]
+
+    async def _dbsf_here(
+        self,
+        queries: Sequence[VectorQuery],
+        limit: int,
+        query_filter: models.Filter | None,
+        score_threshold: float | None,
+    ) -> list[Hit]:
+        """Qdrant's DBSF (sum of per-list mean ± 3σ normalised scores), over our similarity scores."""
+        lists = await self.search_many(
+            [
+                VectorQuery(q.using, q.vector, q.limit, _both(q.query_filter, query_filter), score_threshold)
+                for q in queries
+            ]
+        )
+        totals: dict[str, float] = {}
+        first: dict[str, Hit] = {}
+        for hits in lists:
+            for hit, value in zip(hits, dbsf_normalize([h.score for h in hits]), strict=True):
+                totals[hit.anime_id] = totals.get(hit.anime_id, 0.0) + value
+                first.setdefault(hit.anime_id, hit)
+        ranked = sorted(totals, key=lambda anime_id: -totals[anime_id])
+        return [Hit(anime_id=a, score=totals[a], payload=first[a].payload) for a in ranked[:limit]]
 
     async def get_many(self, anime_ids: Sequence[str], with_vectors: bool = True) -> dict[str, StoredRecord]:
         """Records of the ids that exist (one round trip); absent ids are simply missing."""
@@ -492,7 +637,8 @@ class AnimeStore:
         name = collection or await self.live_collection()
         if name is None:
             return {"alias": self.alias, "collection": None}
-        info = await self._guard(self._client.get_collection(name), "reading collection")
+        info = await self._read(name)
+        recorded = _recorded_params(info)
         params = info.config.params
         vectors = params.vectors if isinstance(params.vectors, dict) else {"": params.vectors}
         return {
@@ -518,7 +664,12 @@ class AnimeStore:
                 if info.config.quantization_config
                 else None
             ),
-            "configured": msgspec.to_builtins(self.params),
+            # What this collection was built with (its record), not what the environment says now;
+            # query-time settings as searches send them.
+            "configured": msgspec.to_builtins(
+                recorded.with_query_time_of(self.params) if recorded is not None else self.params
+            ),
+            "configured_from": "collection" if recorded is not None else "settings",
             "note": (
                 "local mode searches exactly (brute force); HNSW and quantization apply on a Qdrant server"
                 if self.is_local
@@ -586,6 +737,8 @@ class AnimeStore:
         location = f"file:///qdrant/snapshots/{collection}/{name}"
         await self._guard(self._client.recover_snapshot(collection, location=location, wait=True), "restore")
         self.invalidate()
+        # Every point may have changed: answers cached before the restore must not be served after it.
+        await self._written()
         return {"collection": collection, "restored": name, "location": location}
 
     async def close(self) -> None:
