@@ -17,6 +17,7 @@ from service import __version__
 from service.admin import AdminService
 from service.api.admin import AdminController, provide_admin
 from service.api.errors import EXCEPTION_HANDLERS
+from service.api.openapi_security import document_security
 from service.api.search import SearchController
 from service.api.similarity import SimilarityController
 from service.api.strict import strict_json_body
@@ -147,6 +148,8 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
     # routes, and 404/405 answers must be logged and counted too (its OpenTelemetry plugin hooks
     # in at the same place).
     app.asgi_handler = observe(metrics)(gate(policy)(app.asgi_handler))
+    # The gate is outside the router, so its keys and answers are added to the generated document.
+    document_security(app.openapi_schema, policy)
     return app
 
 

@@ -39,6 +39,7 @@ from PIL import Image
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ignored_auth,
     negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
@@ -49,6 +50,7 @@ from service.documents import AnimeDocument
 from service.images import load_image
 from service.ingest import ingest
 from service.runtime import Runtime, build_runtime
+from service.security.auth import new_key
 from service.settings import load_settings
 from tests.builders import encode_image, near_duplicate, synthetic_cover
 from tests.conftest import copy_index
@@ -345,6 +347,84 @@ def test_every_operation_answers_as_its_openapi_document_says(case: Any, fuzz_ta
     response = case.call()
     fuzz_tally.add(case, response.status_code)
     case.validate_response(response, checks=CHECKS)
+
+
+# ------------------------------------------------------------------------- API fuzz with keys and limits
+
+SEARCH_KEY, SEARCH_ENTRY = new_key("fuzzer", "search")
+_, ADMIN_ENTRY = new_key("ops", "admin")
+KEYED_EXAMPLES = 6
+# A bucket a fuzzing burst empties now and then: 429s happen, and must be the documented ones.
+KEYED_SEARCH_LIMIT = "2/10"
+KEYED_CONFIG = schemathesis.Config.from_dict(
+    {
+        "seed": SEED,
+        "headers": {"Authorization": f"Bearer {SEARCH_KEY}"},
+        "generation": {"mode": "all", "max-examples": KEYED_EXAMPLES, "deterministic": True},
+        "phases": {"stateful": {"enabled": False}, "coverage": {"enabled": False}},
+        "operations": [
+            {
+                "include-path-regex": "^/api/v1/admin/snapshots",
+                "checks": {"not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "501"]}},
+            }
+        ],
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def keyed_schema(
+    minilm_repository: Path, fuzz_index: Path, tmp_path_factory: pytest.TempPathFactory
+) -> schemathesis.BaseSchema:
+    """The app as the k8s overlay runs it (keys on, limits on), fuzzed with a search key: every read
+    route answers, every admin route must refuse it (403), and without the key everything protected
+    must answer 401 (schemathesis' `ignored_auth` re-sends each case without it)."""
+    index = copy_index(fuzz_index, tmp_path_factory.mktemp("fuzz-keyed") / "index")
+    app = create_app(
+        load_settings(
+            {},
+            model_repository=minilm_repository,
+            qdrant_path=index,
+            log_level="ERROR",
+            api_keys=f"{SEARCH_ENTRY},{ADMIN_ENTRY}",
+            rate_limit_search=KEYED_SEARCH_LIMIT,
+        )
+    )
+    schema = schemathesis.openapi.from_asgi("/docs/openapi.json", app, config=KEYED_CONFIG)
+    document = schema.raw_schema
+    assert set(document["components"]["securitySchemes"]) == {"bearerAuth", "apiKeyHeader"}
+    return schema
+
+
+keyed = schemathesis.pytest.from_fixture("keyed_schema")
+
+
+@keyed.parametrize()
+@pytest.mark.minilm
+@settings(
+    max_examples=KEYED_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+def test_with_keys_every_operation_enforces_and_documents_them(case: Any, keyed_tally: Tally) -> None:
+    response = case.call()
+    keyed_tally.add(case, response.status_code)
+    if case.operation.path.startswith("/api/v1/admin"):
+        assert response.status_code in (403, 404, 405), response.text  # a search key, never let in
+    case.validate_response(response, checks=[*CHECKS, ignored_auth])
+
+
+@pytest.fixture(scope="module")
+def keyed_tally(request: pytest.FixtureRequest) -> Iterator[Tally]:
+    tally = Tally()
+    yield tally
+    statuses: collections.Counter[int] = collections.Counter()
+    for counts in tally.statuses.values():
+        statuses.update(counts)
+    codes = ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
+    report(request, [f"schemathesis with keys: {sum(statuses.values())} examples [{codes}]"])
 
 
 # -------------------------------------------------------------------------------------- decoder fuzz

@@ -159,6 +159,30 @@ async def test_a_burst_over_the_limit_gets_429_and_other_clients_are_unaffected(
         assert (await client.get("/health")).status_code == 200  # probes are never limited
 
 
+async def test_the_openapi_document_declares_keys_and_limits_only_when_configured(minilm_repository, index):
+    open_app = create_app(_settings(minilm_repository, index))
+    async with AsyncTestClient(open_app) as client:
+        document = (await client.get("/docs/openapi.json")).json()
+    assert "securitySchemes" not in document.get("components", {})
+    assert "security" not in document["paths"]["/api/v1/search"]["post"]
+    assert not {"401", "403", "429"} & set(document["paths"]["/api/v1/search"]["post"]["responses"])
+
+    secured_app = create_app(_settings(minilm_repository, index, api_keys=KEYS, rate_limit_admin="1/5"))
+    async with AsyncTestClient(secured_app) as client:
+        document = (await client.get("/docs/openapi.json")).json()
+    assert set(document["components"]["securitySchemes"]) == {"bearerAuth", "apiKeyHeader"}
+    search, stats = (
+        document["paths"]["/api/v1/search"]["post"],
+        document["paths"]["/api/v1/admin/stats"]["get"],
+    )
+    assert search["security"] == stats["security"] == [{"bearerAuth": []}, {"apiKeyHeader": []}]
+    assert {"401"} <= set(search["responses"]) and not {"403", "429"} & set(search["responses"])
+    assert {"401", "403", "429"} <= set(stats["responses"])
+    assert stats["responses"]["429"]["headers"]["Retry-After"]["required"] is True
+    # Public routes stay public in the document too.
+    assert "security" not in document["paths"]["/health"]["get"]
+
+
 async def test_admin_routes_have_their_own_limit(minilm_repository, index):
     """A pipeline hammering the admin API runs out of admin tokens, not of its search tokens."""
     settings = _settings(

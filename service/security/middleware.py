@@ -46,6 +46,12 @@ class SecurityPolicy:
             return None if self.public_metrics else "search"
         return None
 
+    def role_limit(self, role: Role | None) -> Limit | None:
+        """The per-key (or per-address) bucket for a route needing `role`; public routes have none."""
+        if role is None:
+            return None
+        return self.admin_limit if role == "admin" else self.search_limit
+
     def client_ip(self, scope: Scope) -> str:
         """The peer address, or the first untrusted hop of X-Forwarded-For behind trusted proxies."""
         peer = (scope.get("client") or ("unknown", 0))[0]
@@ -63,6 +69,13 @@ class SecurityPolicy:
         except ValueError:
             return False
         return any(ip in network for network in self.trusted_proxies)
+
+
+def rate_limited(policy: SecurityPolicy, path: str, role: Role | None) -> bool:
+    """Whether a request to `path` draws on any bucket (the gate, and the OpenAPI document, ask)."""
+    if path in _EXEMPT:
+        return False
+    return policy.ip_limit is not None or policy.role_limit(role) is not None
 
 
 def parse_networks(text: str | None) -> list[IpNetwork]:
@@ -114,13 +127,13 @@ def gate(policy: SecurityPolicy) -> Callable[[ASGIApp], ASGIApp]:
                     message = f"key '{principal.name}' has role '{principal.role}'; this needs '{required}'"
                     await _reject(send, 403, "forbidden", message, [])
                     return
-            if path not in _EXEMPT:
+            if rate_limited(policy, path, required):
                 ip = policy.client_ip(scope)
                 decisions: list[Decision] = []
                 if policy.ip_limit is not None:
                     decisions.append(await policy.buckets.take(f"ip:{ip}", policy.ip_limit))
-                limit = policy.admin_limit if required == "admin" else policy.search_limit
-                if limit is not None and required is not None:
+                limit = policy.role_limit(required)
+                if limit is not None:
                     who = f"key:{principal.name}" if principal else f"anon:{ip}"
                     decisions.append(await policy.buckets.take(f"{who}:{required}", limit))
                 refused = [d for d in decisions if not d.allowed]
