@@ -307,13 +307,12 @@ class SearchService:
         if not lists:
             raise failures[0]
 
-        hits = await self.runtime.store.search_many([item.query for item in lists])
-        payloads: dict[str, dict[str, Any]] = {}
-        ranked = []
-        for item, found in zip(lists, hits, strict=True):
-            for hit in found:
-                payloads.setdefault(hit.anime_id, hit.payload)
-            ranked.append(RankedList(item.name, item.part, [Candidate(h.anime_id, h.score) for h in found]))
+        # Candidates as ids and scores; the documents of what survives fusion come in one more call.
+        hits = await self.runtime.store.search_many([item.query for item in lists], payload=False)
+        ranked = [
+            RankedList(item.name, item.part, [Candidate(h.anime_id, h.score) for h in found])
+            for item, found in zip(lists, hits, strict=True)
+        ]
         parts = sorted({item.part for item in lists})
         requested = {"text": request.text_weight, "image": request.image_weight}
         weights = {part: requested[part] for part in parts}
@@ -324,9 +323,11 @@ class SearchService:
         fused = fuse(ranked, weights, request.ranking, limit=request.limit)
         if request.score_threshold is not None:
             fused = [f for f in fused if f.score >= request.score_threshold]
+        records = await self.runtime.store.get_many([f.key for f in fused], with_vectors=False)
         results = [
-            to_result(f.key, f.score, payloads[f.key], explanation=explain(f, None, payloads[f.key]))
+            to_result(f.key, f.score, record.payload, explanation=explain(f, None, record.payload))
             for f in fused
+            if (record := records.get(f.key)) is not None  # None: deleted between the two calls
         ]
         manifest = self.runtime.text.manifest
         return SearchResponse(

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 
 from service.errors import NotFound, ServiceError
 from service.explain import explain
-from service.fusion import Candidate, RankedList, fuse
+from service.fusion import Candidate, Fused, RankedList, fuse
 from service.runtime import IMAGE_VECTORS, TEXT_SPARSE_VECTOR, TEXT_VECTOR, Runtime
 from service.schemas import (
     AnimeResult,
@@ -80,47 +79,46 @@ class SimilarityService:
         filters: SearchFilters | None,
         score_threshold: float | None,
     ) -> list[tuple[_Plan, list[AnimeResult]]]:
-        records = await self.runtime.store.get_many(list(dict.fromkeys(anime_ids)))
+        """Three store round trips whatever the number of ids: the query anime's vectors, every
+        candidate list in one batch (ids and scores only), then the payloads of what made the cut."""
+        store = self.runtime.store
+        records = await store.get_many(list(dict.fromkeys(anime_ids)))
         plans = [self._plan(kind, anime_id, records.get(anime_id)) for anime_id in anime_ids]
-        queries: list[VectorQuery] = []
+        query_filter = build_filter(filters)
+        # One candidate more than needed, and the anime itself dropped from each list afterwards: a
+        # must-not filter on its id would cost a per-point check in local mode, and ranks the same.
+        depth = max(limit, self.candidates) + 1
+        queries = [
+            VectorQuery(name, plan.record.vectors[name], depth, query_filter, score_threshold)
+            for plan in plans
+            if plan.record is not None
+            for name in plan.vectors
+        ]
+        answers = iter(await store.search_many(queries, payload=False))
+        ranked_per_plan: list[list[Fused]] = []
         for plan in plans:
-            if plan.record is None:
-                continue
-            query_filter = build_filter(filters, exclude_anime_ids=[plan.anime_id])
-            queries += [
-                VectorQuery(
-                    name,
-                    plan.record.vectors[name],
-                    max(limit, self.candidates),
-                    query_filter,
-                    score_threshold,
-                )
-                for name in plan.vectors
-            ]
-        answers = iter(await self.runtime.store.search_many(queries))
+            ranked = []
+            for name in plan.vectors if plan.record is not None else ():
+                hits = [h for h in next(answers) if h.anime_id != plan.anime_id]
+                ranked.append(RankedList(name, name, [Candidate(h.anime_id, h.score) for h in hits]))
+            # One list: its own similarity is the score. Several (other models, other scales): rank fusion.
+            fused = fuse(ranked, dict.fromkeys(plan.vectors, 1.0), "rrf", limit=limit) if ranked else []
+            ranked_per_plan.append(fused)
+        wanted = list(dict.fromkeys(item.key for fused in ranked_per_plan for item in fused))
+        payloads = await store.get_many(wanted, with_vectors=False)
         out: list[tuple[_Plan, list[AnimeResult]]] = []
-        for plan in plans:
+        for plan, fused in zip(plans, ranked_per_plan, strict=True):
             if plan.error is not None or plan.record is None:
                 out.append((plan, []))
                 continue
-            payloads: dict[str, dict[str, Any]] = {}
-            ranked = []
-            for name in plan.vectors:
-                hits = next(answers)
-                for hit in hits:
-                    payloads.setdefault(hit.anime_id, hit.payload)
-                ranked.append(RankedList(name, name, [Candidate(h.anime_id, h.score) for h in hits]))
-            # One list: its own similarity is the score. Several (other models, other scales): rank fusion.
-            fused = fuse(ranked, dict.fromkeys(plan.vectors, 1.0), "rrf", limit=limit)
             results = []
             for item in fused:
+                found = payloads.get(item.key)
+                if found is None:
+                    continue  # deleted between the two calls
                 score = item.list_scores[plan.vectors[0]] if len(plan.vectors) == 1 else item.score
-                payload = payloads[item.key]
-                results.append(
-                    to_result(
-                        item.key, score, payload, explanation=explain(item, plan.record.payload, payload)
-                    )
-                )
+                explanation = explain(item, plan.record.payload, found.payload)
+                results.append(to_result(item.key, score, found.payload, explanation=explanation))
             out.append((plan, results))
         return out
 

@@ -22,6 +22,7 @@ from service.documents import AnimeDocument
 from service.ingest import ingest
 from service.runtime import build_runtime
 from service.settings import load_settings
+from tests.api_calls import wait_for_reindex
 from tests.builders import encode_image, synthetic_cover
 
 SEED = 120
@@ -258,15 +259,6 @@ async def test_a_snapshot_restore_invalidates_cached_answers_like_any_write():
 # -- reindex ------------------------------------------------------------------------------------
 
 
-async def _wait(client, job_id: str) -> dict:
-    for _ in range(600):
-        job = (await client.get(f"/api/v1/admin/reindex/{job_id}")).json()
-        if job["state"] != "running":
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError("reindex did not finish")
-
-
 async def test_reindex_under_search_load_loses_no_search_and_no_write(client, bangumi_documents):
     """Searches run throughout; writes made while the copy is half-way survive the swap."""
     import threading
@@ -333,7 +325,7 @@ async def test_reindex_under_search_load_loses_no_search_and_no_write(client, ba
                 failures.append(response.text)
     assert (await client.get(f"/api/v1/admin/reindex/{job_id}")).json()["state"] == "running"
     release.set()
-    job = await _wait(client, job_id)
+    job = await wait_for_reindex(client, job_id)
     stop.set()
     await searcher
     store.scroll = real_scroll
@@ -365,7 +357,7 @@ async def test_an_unchanged_store_answers_identically_after_a_reindex(client):
         for q in queries
     }
     job = (await client.post("/api/v1/admin/reindex", json={})).json()
-    assert (await _wait(client, job["job_id"]))["state"] == "succeeded"
+    assert (await wait_for_reindex(client, job["job_id"]))["state"] == "succeeded"
     for q in queries:
         after = (await client.post("/api/v1/search", json={"query": q, "limit": 20})).json()["results"]
         assert [r["anime_id"] for r in after] == [r["anime_id"] for r in before[q]]
@@ -395,7 +387,7 @@ async def test_reindex_reembeds_a_store_built_by_another_model(
         assert refused.json()["error"]["code"] == "model_store_mismatch"
         assert "384" in refused.json()["error"]["message"]
         job = (await client.post("/api/v1/admin/reindex", json={"reembed": True})).json()
-        job = await _wait(client, job["job_id"])
+        job = await wait_for_reindex(client, job["job_id"])
         assert job["state"] == "succeeded", job
         assert job["reembedded"] == 40
         assert job["dropped_vectors"] == {"text_sparse": 40}  # the new model has no sparse head

@@ -85,6 +85,17 @@ API_CONFIG = schemathesis.Config.from_dict(
 )
 
 
+def fuzz_settings(max_examples: int) -> settings:
+    """Hypothesis as the API fuzz runs it: bounded, reproducible (fixed seed, no example database)."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+    )
+
+
 def error_envelope_matches_status(ctx: Any, response: Any, case: Any) -> None:
     """Every error answer is the one envelope (README), and its `status_code` is the HTTP status."""
     if response.status_code < 400:
@@ -336,13 +347,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 @schema.parametrize()
 @pytest.mark.minilm
-@settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
-)
+@fuzz_settings(MAX_EXAMPLES)
 def test_every_operation_answers_as_its_openapi_document_says(case: Any, fuzz_tally: Tally) -> None:
     response = case.call()
     fuzz_tally.add(case, response.status_code)
@@ -401,13 +406,7 @@ keyed = schemathesis.pytest.from_fixture("keyed_schema")
 
 @keyed.parametrize()
 @pytest.mark.minilm
-@settings(
-    max_examples=KEYED_EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
-)
+@fuzz_settings(KEYED_EXAMPLES)
 def test_with_keys_every_operation_enforces_and_documents_them(case: Any, keyed_tally: Tally) -> None:
     response = case.call()
     keyed_tally.add(case, response.status_code)

@@ -23,6 +23,7 @@ from service.documents import AnimeDocument
 from service.ingest import ingest
 from service.runtime import build_runtime
 from service.settings import load_settings
+from tests.api_calls import ids, post
 from tests.builders import encode_image, near_duplicate, synthetic_cover
 from tests.conftest import copy_index
 
@@ -82,16 +83,6 @@ async def client(
     index = copy_index(picture_index, tmp_path_factory.mktemp(f"pictures-{request.param}") / "q")
     async with AsyncTestClient(create_app(_settings(minilm_repository, index, request.param, triton))) as c:
         yield c
-
-
-async def post(client: AsyncTestClient, path: str, body: dict, status: int = 200) -> dict:
-    response = await client.post(path, json=body)
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-def ids(body: dict) -> list[str]:
-    return [r["anime_id"] for r in body["results"]]
 
 
 # -- image search -----------------------------------------------------------------------------

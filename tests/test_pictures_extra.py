@@ -27,9 +27,10 @@ from service.images import ImageLimits
 from service.ingest import ingest
 from service.runtime import build_runtime
 from service.settings import load_settings
+from tests.api_calls import ids, post
 from tests.builders import encode_image, near_duplicate, synthetic_cover
 from tests.conftest import copy_index
-from tests.test_image_search import b64, ids, picture_docs, picture_index, post
+from tests.test_image_search import b64, picture_docs, picture_index
 from tests.thresholds import assert_threshold_applies_per_list
 
 __all__ = ["picture_docs", "picture_index"]  # fixtures shared with test_image_search, used below

@@ -141,24 +141,35 @@ def test_killed_triton_gives_fast_503s_and_recovery_needs_no_restart(
         load.stop.set()
         stop(service)
 
-    before = [r for r in load.records if r[0] + r[2] < killed_at]  # finished before the kill
-    outage = [r for r in load.records if killed_at + 0.5 < r[0] < ready_at]
-    after = [r for r in load.records if r[0] > ready_at]
-    assert before and all(status == 200 for _, status, _, _ in before)
-    assert len(outage) >= 10
-    assert all(status == 503 and code == "dependency_unavailable" for _, status, _, code in outage)
-    assert max(seconds for _, _, seconds, _ in outage) < 2.5  # timeouts, never hangs
-    fast = sorted(seconds for _, _, seconds, _ in outage)
-    assert fast[len(fast) // 2] < 0.1  # the open circuit answers at once
-    recovered = next(start for start, status, _, _ in after if status == 200)
-    answered = next(start + seconds for start, status, seconds, _ in after if status == 200)
+    _, recovered, answered = check_outage(load, killed_at, ready_at, settle_s=0.5, slowest_s=2.5)
     report(
         "triton SIGKILL + restart",
         f"server boot {ready_at - restart_at:.2f}s; first successful search answered "
         f"{answered - ready_at:.2f}s after it was ready",
     )
     assert recovered - ready_at < 10
-    assert all(status == 200 for start, status, _, _ in after if start > recovered)
+    assert all(status == 200 for start, status, _, _ in load.records if start > recovered)
+
+
+def check_outage(
+    load: Load, down_at: float, back_at: float, *, settle_s: float, slowest_s: float
+) -> tuple[list[float], float, float]:
+    """The searches of `load` around an outage from `down_at` to `back_at`: all succeeded before it;
+    those sent once it had `settle_s` to show, and answered before its end, were 503s naming the
+    dependency, none slower than `slowest_s` (timeouts, never hangs), most at once (the open circuit).
+    Returns their sorted latencies, and when the first successful search after it was sent and answered.
+    """
+    before = [r for r in load.records if r[0] + r[2] < down_at]
+    outage = [r for r in load.records if down_at + settle_s < r[0] and r[0] + r[2] < back_at]
+    after = [r for r in load.records if r[0] > back_at]
+    assert before and all(status == 200 for _, status, _, _ in before)
+    assert len(outage) >= 10
+    assert all(status == 503 and code == "dependency_unavailable" for _, status, _, code in outage)
+    fast = sorted(seconds for _, _, seconds, _ in outage)
+    assert fast[-1] < slowest_s, f"a search waited {fast[-1]:.2f}s on a dependency that was down"
+    assert fast[len(fast) // 2] < 0.1  # the open circuit answers at once
+    first = next(r for r in after if r[1] == 200)
+    return fast, first[0], first[0] + first[2]
 
 
 def report(what: str, line: str) -> None:
@@ -240,25 +251,17 @@ def test_hung_triton_times_out_opens_the_circuit_and_recovers_on_sigcont(
         load.stop.set()
         stop(service)
 
-    before = [r for r in load.records if r[0] + r[2] < stopped_at]
-    outage = [r for r in load.records if stopped_at + 0.2 < r[0] and r[0] + r[2] < resumed_at]
-    after = [r for r in load.records if r[0] > resumed_at]
-    assert before and all(status == 200 for _, status, _, _ in before)
-    assert len(outage) >= 10
-    assert all(status == 503 and code == "dependency_unavailable" for _, status, _, code in outage)
-    slowest = max(seconds for _, _, seconds, _ in outage)
-    assert slowest < timeout_s + 1, f"a search waited {slowest:.2f}s on a hung Triton"
-    fast = sorted(seconds for _, _, seconds, _ in outage)
-    assert fast[len(fast) // 2] < 0.1  # the open circuit answers at once
-    recovered = next(start for start, status, _, _ in after if status == 200)
-    answered = next(start + seconds for start, status, seconds, _ in after if status == 200)
+    fast, recovered, answered = check_outage(
+        load, stopped_at, resumed_at, settle_s=0.2, slowest_s=timeout_s + 1
+    )
+    slowest = fast[-1]
     report(
         "triton SIGSTOP/SIGCONT",
         f"first successful search answered {answered - resumed_at:.2f}s after SIGCONT "
         f"(slowest 503 while hung {slowest:.2f}s, median {fast[len(fast) // 2] * 1000:.1f}ms)",
     )
     assert answered - resumed_at < reset_s + 5
-    assert all(status == 200 for start, status, _, _ in after if start > recovered)
+    assert all(status == 200 for start, status, _, _ in load.records if start > recovered)
 
 
 def test_one_modality_down_answers_with_the_other(minilm_repository, index, text_only_triton, tmp_path):

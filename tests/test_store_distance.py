@@ -25,6 +25,7 @@ from service.manifest import CLIP_TEXT_EMBEDDER
 from service.runtime import build_runtime
 from service.settings import load_settings
 from service.store.types import VectorQuery
+from tests.api_calls import ids, post, wait_for_reindex
 from tests.builders import encode_image, near_duplicate, synthetic_cover
 from tests.thresholds import assert_threshold_applies_per_list
 
@@ -105,16 +106,6 @@ async def client(request, picture_repository, tmp_path_factory) -> AsyncIterator
     await asyncio.to_thread(asyncio.run, _fill(picture_repository, folder, metric))
     async with AsyncTestClient(create_app(_settings(picture_repository, folder, metric))) as c:
         yield c
-
-
-async def post(client: AsyncTestClient, path: str, body: dict, status: int = 200) -> dict:
-    response = await client.post(path, json=body)
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-def ids(body: dict) -> list[str]:
-    return [r["anime_id"] for r in body["results"]]
 
 
 def scores(body: dict) -> list[float]:
@@ -231,15 +222,6 @@ async def test_score_threshold_keeps_exactly_the_results_scoring_at_least_it(cli
 # -- a metric that does not fit -----------------------------------------------------------------
 
 
-async def _wait(client: AsyncTestClient, job_id: str) -> dict:
-    for _ in range(600):
-        job = (await client.get(f"/api/v1/admin/reindex/{job_id}")).json()
-        if job["state"] != "running":
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError("reindex did not finish")
-
-
 async def test_a_euclid_store_opened_as_cosine_is_refused_until_a_reindex_rebuilds_it(
     picture_repository, tmp_path
 ):
@@ -257,7 +239,7 @@ async def test_a_euclid_store_opened_as_cosine_is_refused_until_a_reindex_rebuil
         assert any("distance" in p for p in info["problems"])
 
         job = (await client.post("/api/v1/admin/reindex", json={})).json()
-        job = await _wait(client, job["job_id"])
+        job = await wait_for_reindex(client, job["job_id"])
         assert job["state"] == "succeeded", job
         assert job["copied"] == len(TITLES) and job["dropped_vectors"] == {}
         info = (await client.get("/api/v1/admin/collection/info")).json()
@@ -323,14 +305,14 @@ async def test_index_settings_reach_the_collection_and_outlive_a_restart_and_a_p
         assert configured["search_ef"] is None and store.params.search_ef is None
 
         plain = (await client.post("/api/v1/admin/reindex", json={})).json()
-        plain = await _wait(client, plain["job_id"])
+        plain = await wait_for_reindex(client, plain["job_id"])
         assert plain["state"] == "succeeded", plain
         assert plain["params"]["hnsw_m"] == 32 and plain["params"]["quantization"] == "scalar"
         configured = (await client.get("/api/v1/admin/collection/info")).json()["configured"]
         assert configured["hnsw_m"] == 32 and configured["hnsw_ef_construct"] == 200
 
         changed = (await client.post("/api/v1/admin/reindex", json={"index": {"hnsw_m": 24}})).json()
-        changed = await _wait(client, changed["job_id"])
+        changed = await wait_for_reindex(client, changed["job_id"])
         assert changed["state"] == "succeeded", changed
         configured = (await client.get("/api/v1/admin/collection/info")).json()["configured"]
         assert configured["hnsw_m"] == 24 and configured["quantization"] == "scalar"

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 from qdrant_client import models
 
-from service.documents import point_id
 from service.schemas import SearchFilters
 
 # Payload fields that get an index on a Qdrant server, and their schema.
@@ -32,9 +31,7 @@ def _any_of(key: str, value: str | Sequence[str]) -> models.FieldCondition:
     return models.FieldCondition(key=key, match=models.MatchAny(any=values))
 
 
-def build_filter(
-    filters: SearchFilters | None, exclude_anime_ids: Sequence[str] = ()
-) -> models.Filter | None:
+def build_filter(filters: SearchFilters | None) -> models.Filter | None:
     must: list[models.Condition] = []
     if filters is not None:
         if filters.genres:
@@ -49,10 +46,4 @@ def build_filter(
             must.append(_any_of("type", filters.type))
         if filters.status:
             must.append(_any_of("status", filters.status))
-    must_not: list[models.Condition] = []
-    if exclude_anime_ids:
-        # By point id, not payload: exclusion works even for points written without an anime_id field.
-        must_not.append(models.HasIdCondition(has_id=[point_id(a) for a in exclude_anime_ids]))
-    if not must and not must_not:
-        return None
-    return models.Filter(must=must or None, must_not=must_not or None)
+    return models.Filter(must=must) if must else None

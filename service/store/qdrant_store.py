@@ -449,8 +449,12 @@ class AnimeStore:
         """Whether Qdrant scores this vector by a distance (lower is better) that must be mapped."""
         return self.schema.distance == "euclid" and vector_name not in self.schema.sparse
 
-    async def search_many(self, queries: Sequence[VectorQuery]) -> list[list[Hit]]:
-        """Several nearest-neighbour queries in one round trip (Qdrant's batch query API)."""
+    async def search_many(self, queries: Sequence[VectorQuery], *, payload: bool = True) -> list[list[Hit]]:
+        """Several nearest-neighbour queries in one round trip (Qdrant's batch query API).
+
+        `payload=False` brings back only each hit's `anime_id`: candidate lists that are fused before
+        anything is shown need no documents, and copying them is most of a query's cost.
+        """
         await self.ensure_ready()
         if not queries:
             return []
@@ -462,7 +466,7 @@ class AnimeStore:
                 filter=q.query_filter,
                 score_threshold=_qdrant_threshold(q.score_threshold, self._is_distance(q.using)),
                 params=self._search_params,
-                with_payload=True,
+                with_payload=True if payload else ["anime_id"],
             )
             for q in queries
         ]
