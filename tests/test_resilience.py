@@ -522,9 +522,10 @@ def test_store_outage_under_load_gives_fast_503s_loses_no_acknowledged_upsert_an
     assert all(status == 503 and code == "dependency_unavailable" for _, status, _, code in outage)
     normal = sorted(seconds for _, _, seconds, _ in before)[len(before) // 2]
     failing = sorted(seconds for _, _, seconds, _ in outage)[len(outage) // 2]
-    # Nothing waits on the dead store: a 503 costs what the query encoding costs on this busy CPU.
+    # Nothing waits on the dead store, and while its circuit is open a search is refused before its
+    # query is encoded: the 503 costs far less than a normal search.
     assert max(seconds for _, _, seconds, _ in outage) < settings.qdrant_timeout_s
-    assert failing < normal + 0.25, (failing, normal)
+    assert failing < 0.1, (failing, normal)
     recovered = next(start for start, status, _, _ in after if status == 200)
     answered = next(start + seconds for start, status, seconds, _ in after if status == 200)
     write_back = min(start + seconds for start, _, seconds, stored in writes if start > up_at and stored)
