@@ -98,7 +98,7 @@ class SimilarityService:
         ranked_per_plan: list[list[Fused]] = []
         for plan in plans:
             ranked = []
-            for name in plan.vectors if plan.record is not None else ():
+            for name in plan.vectors:  # empty for an unknown anime
                 hits = [h for h in next(answers) if h.anime_id != plan.anime_id]
                 ranked.append(RankedList(name, name, [Candidate(h.anime_id, h.score) for h in hits]))
             # One list: its own similarity is the score. Several (other models, other scales): rank fusion.

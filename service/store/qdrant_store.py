@@ -288,9 +288,7 @@ class AnimeStore:
                     )
                 # Build-time settings are the live collection's (e.g. rescoring only if it is quantized),
                 # not the environment's, which only seed new collections; query-time ones stay ours.
-                recorded = _recorded_params(info)
-                if recorded is not None:
-                    self.params = recorded.with_query_time_of(self.params)
+                self.params = self._params_of(info)
             self._ready = True
 
     def invalidate(self) -> None:
@@ -371,11 +369,14 @@ class AnimeStore:
         shape, distance = _problems(await self._read(collection), schema)
         return shape + distance
 
-    async def collection_params(self, collection: str) -> IndexParams:
-        """The index settings `collection` was built with (ours when it has no record of them), with
+    def _params_of(self, info: models.CollectionInfo) -> IndexParams:
+        """The index settings a collection was built with (ours when it has no record of them), with
         the query-time settings in use now."""
-        recorded = _recorded_params(await self._read(collection))
+        recorded = _recorded_params(info)
         return recorded.with_query_time_of(self.params) if recorded is not None else self.params
+
+    async def collection_params(self, collection: str) -> IndexParams:
+        return self._params_of(await self._read(collection))
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -642,7 +643,6 @@ class AnimeStore:
         if name is None:
             return {"alias": self.alias, "collection": None}
         info = await self._read(name)
-        recorded = _recorded_params(info)
         params = info.config.params
         vectors = params.vectors if isinstance(params.vectors, dict) else {"": params.vectors}
         return {
@@ -670,10 +670,8 @@ class AnimeStore:
             ),
             # What this collection was built with (its record), not what the environment says now;
             # query-time settings as searches send them.
-            "configured": msgspec.to_builtins(
-                recorded.with_query_time_of(self.params) if recorded is not None else self.params
-            ),
-            "configured_from": "collection" if recorded is not None else "settings",
+            "configured": msgspec.to_builtins(self._params_of(info)),
+            "configured_from": "collection" if _recorded_params(info) is not None else "settings",
             "note": (
                 "local mode searches exactly (brute force); HNSW and quantization apply on a Qdrant server"
                 if self.is_local
