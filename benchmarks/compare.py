@@ -160,7 +160,7 @@ async def bare_parts(repository: Path, index: Path, repeats: int) -> dict[str, f
     from service.encoders.onnx_engine import OnnxRuntimeEngine
     from service.encoders.text import TextEncoder
     from service.manifest import TEXT_EMBEDDER
-    from service.runtime import TEXT_VECTOR, load_manifests
+    from service.runtime import TITLE_VECTOR, load_manifests
     from service.settings import load_settings
 
     manifest, directory = load_manifests(repository)[TEXT_EMBEDDER]
@@ -171,17 +171,21 @@ async def bare_parts(repository: Path, index: Path, repeats: int) -> dict[str, f
     encode_ms: list[float] = []
     query_ms: list[float] = []
     try:
-        vectors = {q: (await encoder.encode([q])).dense[0].tolist() for q in TEXT_QUERIES}  # warm-up
+        vectors = {
+            q: (await encoder.encode([q], kind="query")).dense[0].tolist() for q in TEXT_QUERIES
+        }  # warm-up
         for q in TEXT_QUERIES:
-            await client.query_points(alias, query=vectors[q], using=TEXT_VECTOR, limit=10, with_payload=True)
+            await client.query_points(
+                alias, query=[vectors[q]], using=TITLE_VECTOR, limit=10, with_payload=True
+            )
         for _ in range(repeats):
             for q in TEXT_QUERIES:
                 started = time.perf_counter()
-                await encoder.encode([q])
+                await encoder.encode([q], kind="query")
                 encode_ms.append((time.perf_counter() - started) * 1000)
                 started = time.perf_counter()
                 await client.query_points(
-                    alias, query=vectors[q], using=TEXT_VECTOR, limit=10, with_payload=True
+                    alias, query=[vectors[q]], using=TITLE_VECTOR, limit=10, with_payload=True
                 )
                 query_ms.append((time.perf_counter() - started) * 1000)
     finally:

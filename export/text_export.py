@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,9 @@ from service.manifest import (
     TEXT_EMBEDDER,
     TOKENIZER_DIR,
     ModelManifest,
+    Prompts,
+    Quantization,
+    ReferenceParity,
     TensorSpec,
     TokenizerSpec,
     write_manifest,
@@ -73,13 +77,28 @@ def export_text(
     batching: triton_config.BatchingOptions | None = None,
     external_data: bool | None = None,
     license_name: str | None = None,
+    query_prompt: str | None = None,
+    document_prompt: str | None = None,
+    quantize: str | None = None,
 ) -> TextExportResult:
+    """Export `source` as `<repository>/<role>/<version>`; nothing is written unless every check passes.
+
+    Prompts default to the checkpoint's own (sentence-transformers config); `quantize="int8"` replaces
+    the fp32 graph by ONNX Runtime's dynamic int8 quantization of it, with its cosine to fp32 recorded.
+    """
     from transformers import AutoTokenizer
 
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
     batching = batching or triton_config.BatchingOptions()
-    with steps(f"export {role}", total=6) as step:
-        step("reading checkpoint")
-        ckpt = inspect_text(source, revision, pooling=pooling, max_length=max_length, sparse=sparse)  # type: ignore[arg-type]
+    # Reading the checkpoint (a Hub download shows its own progress) decides which steps follow.
+    ckpt = inspect_text(source, revision, pooling=pooling, max_length=max_length, sparse=sparse)  # type: ignore[arg-type]
+    prompts = Prompts(
+        query=ckpt.query_prompt if query_prompt is None else query_prompt,
+        document=ckpt.document_prompt if document_prompt is None else document_prompt,
+    )
+    has_reference = ckpt.provenance is not None and ckpt.provenance.reference_engine is not None
+    with steps(f"export {role}", total=5 + has_reference + (quantize is not None)) as step:
         step(f"loading {ckpt.model_type} ({ckpt.pooling} pooling, sparse={ckpt.sparse_head is not None})")
         tokenizer = AutoTokenizer.from_pretrained(str(ckpt.path), use_fast=True)
         if not getattr(tokenizer, "is_fast", False):
@@ -119,14 +138,29 @@ def export_text(
                 + ", ".join(f"{k}={v:.3e}" for k, v in diffs.items()),
                 flush=True,
             )
-            step("writing tokenizer, manifest and config.pbtxt")
             tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
+            reference = None
+            if has_reference:
+                step(f"checking parity with {ckpt.provenance.reference_engine}'s own engine")  # type: ignore[union-attr]
+                reference = reference_parity(onnx_path, staging / TOKENIZER_DIR / "tokenizer.json", prompts)
+            quantization = None
+            if quantize == "int8":
+                step("quantizing to int8")
+                quantization = quantize_int8(onnx_path, tokenizer, prompts)
+                print(
+                    f"int8 {role}: cosine to fp32 min {quantization.min_cosine_to_fp32:.4f}, "
+                    f"mean {quantization.mean_cosine_to_fp32:.4f}",
+                    flush=True,
+                )
+            step("writing manifest and config.pbtxt")
             inputs_io, outputs_io = onnx_graph.graph_io(onnx_path)
             manifest = ModelManifest(
                 role=role,
                 kind="text",
-                source=source,
+                source=ckpt.source,
                 source_revision=revision,
+                upstream=ckpt.provenance.upstream if ckpt.provenance else None,
+                weights_note=ckpt.provenance.weights_note if ckpt.provenance else None,
                 architecture=ckpt.model_type,
                 dim=dim,
                 pooling=ckpt.pooling,
@@ -141,13 +175,82 @@ def export_text(
                 fingerprint=onnx_graph.fingerprint(onnx_path),
                 exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 exporter=exporter_versions(),
-                license=license_name,
+                license=license_name or (ckpt.provenance.license if ckpt.provenance else None),
+                reference_parity=reference,
+                prompts=prompts,
+                precision="int8" if quantization else "fp32",
+                quantization=quantization,
             )
             write_manifest(staging, manifest)
             config = text_triton_config(role, manifest.dim, manifest.has_sparse, batching)
             triton_config.write_config(repository / role, config)
         step("done")
     return TextExportResult(repository / role / str(version), manifest)
+
+
+def reference_parity(onnx_path: Path, tokenizer_json: Path, prompts: Prompts) -> ReferenceParity:
+    """Our graph + tokenizer against the package's engine; refused below the bar (ParityError)."""
+    from export.reference_parity import MIN_COSINE, measure_reference
+
+    result = measure_reference(onnx_path, tokenizer_json, (prompts.query, prompts.document))
+    ids = {True: "identical", False: "DIFFERENT", None: "not compared"}[result.token_ids_identical]
+    print(
+        f"parity with {result.engine}: {result.texts} texts, token ids {ids}, cosine min "
+        f"{result.min_cosine:.5f} mean {result.mean_cosine:.5f} (bar {MIN_COSINE})",
+        flush=True,
+    )
+    if result.token_ids_identical is False or result.min_cosine < MIN_COSINE:
+        raise parity.ParityError({"reference_cosine_gap": 1.0 - result.min_cosine}, 1.0 - MIN_COSINE)
+    return result
+
+
+def quantize_int8(onnx_path: Path, tokenizer, prompts: Prompts) -> Quantization:
+    """Replace the fp32 graph at `onnx_path` by its dynamic int8 quantization; measure what it costs.
+
+    ONNX Runtime's dynamic quantization: int8 weights for MatMul/Gather, activations quantized per
+    batch at run time (no calibration set needed, and VNNI CPUs run the int8 products natively).
+    """
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32_fingerprint = onnx_graph.fingerprint(onnx_path)
+    quantized = onnx_path.with_name("model.int8.onnx")
+    # The quantizer logs a line per tensor on the root logger (and suggests a pre-processing step that
+    # only matters for static quantization): keep the export's own progress readable.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(
+            str(onnx_path),
+            str(quantized),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gather"],
+            per_channel=True,
+        )
+    finally:
+        root.setLevel(level)
+    texts = [prompts.query + t for t in PARITY_TEXTS] + [prompts.document + t for t in PARITY_TEXTS]
+    cosines: list[float] = []
+    options = ort.SessionOptions()
+    before = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    after = ort.InferenceSession(str(quantized), options, providers=["CPUExecutionProvider"])
+    for text in texts:
+        enc = tokenizer([text], return_tensors="np")
+        feed = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+        a = before.run(["dense"], feed)[0][0]
+        b = after.run(["dense"], feed)[0][0]
+        cosines.append(float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))))
+    del before, after
+    for stale in (onnx_path, onnx_path.with_name(onnx_path.name + ".data")):
+        stale.unlink(missing_ok=True)
+    quantized.rename(onnx_path)
+    return Quantization(
+        method="onnxruntime dynamic int8 (MatMul, Gather; per-channel weights)",
+        min_cosine_to_fp32=min(cosines),
+        mean_cosine_to_fp32=float(np.mean(cosines)),
+        fp32_fingerprint=fp32_fingerprint,
+    )
 
 
 def text_triton_config(

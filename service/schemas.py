@@ -29,7 +29,7 @@ class SearchFilters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ) = None
     year_min: Year | None = None
     year_max: Year | None = None
-    type: AnimeType | Annotated[list[AnimeType], msgspec.Meta(max_length=7)] | None = None
+    type: AnimeType | Annotated[list[AnimeType], msgspec.Meta(max_length=8)] | None = None
     status: AnimeStatus | Annotated[list[AnimeStatus], msgspec.Meta(max_length=4)] | None = None
 
     def __post_init__(self) -> None:
@@ -67,7 +67,9 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     text_mode: Annotated[
         TextMode | None,
         msgspec.Meta(
-            description="dense, or hybrid = dense + BGE-m3 sparse fused by RRF (default where available)."
+            description="dense: the title, facts and synopsis vectors; hybrid (the default): those "
+            "plus the BM25 lexical vector (and BGE-m3's learned sparse where served), fused by "
+            "confident score fusion."
         ),
     ] = None
 
@@ -209,6 +211,18 @@ class ErrorResponse(msgspec.Struct, kw_only=True):
     status_code: int
 
 
+class ModelPrompts(msgspec.Struct, kw_only=True):
+    query: str
+    document: str
+
+
+class ReferenceParityInfo(msgspec.Struct, kw_only=True):
+    engine: str
+    texts: int
+    min_cosine: float
+    token_ids_identical: bool | None
+
+
 class ModelInfo(msgspec.Struct, kw_only=True):
     role: str
     source: str
@@ -218,8 +232,17 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     sparse: bool
     max_length: int | None
     model_version: str
+    # max |PyTorch - ONNX Runtime| over the export's sample batches.
     parity_max_abs_diff: float
     license: str | None = None
+    upstream: str | None = None
+    weights_note: str | None = None
+    prompts: ModelPrompts | None = None
+    # Our graph + tokenizer against the engine the weights came from, where there is one.
+    reference_parity: ReferenceParityInfo | None = None
+    precision: str = "fp32"
+    # Worst cosine of the quantized graph's vectors to the fp32 graph's, when quantized.
+    quantized_min_cosine: float | None = None
 
 
 class ServiceInfo(msgspec.Struct, kw_only=True):

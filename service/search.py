@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,11 +14,21 @@ import numpy as np
 from PIL import Image
 
 from service.caching import QueryEmbedding, SearchCache
+from service.calibration import center_query
 from service.errors import DependencyUnavailable, InvalidInput, NotFound
 from service.explain import explain
-from service.fusion import Candidate, RankedList, fuse
+from service.fusion import Candidate, RankedList, fuse, fuse_confident
 from service.images import decode_base64_image
-from service.runtime import IMAGE_VECTORS, TEXT_SPARSE_VECTOR, TEXT_VECTOR, Runtime
+from service.languages import detect_language
+from service.runtime import (
+    FACTS_VECTOR,
+    IMAGE_VECTORS,
+    SYNOPSIS_VECTOR,
+    TEXT_LEXICAL_VECTOR,
+    TEXT_SPARSE_VECTOR,
+    TITLE_VECTOR,
+    Runtime,
+)
 from service.schemas import (
     AnimeRecord,
     AnimeResult,
@@ -28,12 +39,33 @@ from service.schemas import (
     SearchResponse,
 )
 from service.store.filters import build_filter
-from service.store.types import Hit, VectorQuery
+from service.store.types import Hit, ScorePenalty, VectorQuery
 from service.text_compose import normalize_query
 
 _SYNOPSIS_SNIPPET = 500
+# How text search fuses its lists: "confident" (service/fusion.py fuse_confident, in the façade, on the
+# candidate lists Qdrant returns in one batch), or Qdrant's own "dbsf"/"rrf" (inside Qdrant), kept as
+# the relevance harness's ablations. Rank fusion gives every list's first hit the same weight, and DBSF
+# weighs a list that is sure of its best hit like one that is not; the confident sum lets the sure list
+# win. Measured on the whole catalogue in benchmarks/RESULTS.md ("hybrid" against "hybrid, Qdrant DBSF"
+# and "hybrid, RRF").
+TEXT_FUSION = "confident"
+# Per list: synopses carry a plot description, the only kind of query no other list can answer.
+TEXT_WEIGHTS = {
+    TITLE_VECTOR: 1.0,
+    FACTS_VECTOR: 1.0,
+    SYNOPSIS_VECTOR: 1.5,
+    TEXT_LEXICAL_VECTOR: 1.0,
+    TEXT_SPARSE_VECTOR: 1.0,
+}
 _RESULT_FIELDS = tuple(
     f for f in AnimeResult.__struct_fields__ if f not in ("anime_id", "score", "synopsis", "explanation")
+)
+
+
+# Payload keys the service keeps for itself beside the document (not part of what the client stored).
+_BOOKKEEPING = frozenset(
+    {"model_version", "model_versions", "updated_at", "updated_at_ts", "synopsis_languages", "hubness"}
 )
 
 
@@ -69,11 +101,17 @@ def _elapsed_ms(started: float) -> float:
 
 
 class SearchService:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(
+        self, runtime: Runtime, *, text_fusion: str = TEXT_FUSION, hub_correction: bool = True
+    ) -> None:
+        """`text_fusion` and `hub_correction` exist for the relevance harness's ablations: the service
+        itself always runs with the measured defaults."""
         self.runtime = runtime
         settings = runtime.settings
         self.limits = runtime.image_limits
         self.candidates = settings.fusion_candidates
+        self.text_fusion = text_fusion
+        self.hub_correction = hub_correction
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -107,7 +145,38 @@ class SearchService:
         )
 
     def hybrid_available(self) -> bool:
-        return TEXT_SPARSE_VECTOR in self.runtime.store.schema.sparse
+        return TEXT_LEXICAL_VECTOR in self.runtime.store.schema.sparse
+
+    async def text_queries(
+        self, query: str, embedding: QueryEmbedding, query_filter: Any, mode: str
+    ) -> list[VectorQuery]:
+        """The candidate lists of a text query: names, facts, synopses (+ lexical and learned sparse in
+        hybrid).
+
+        The synopsis list is centred on the query's language and hub-corrected with the collection's
+        calibration (service/calibration.py); the names list is not: a name typed in any script should
+        meet that very name, language and all.
+        """
+        depth = self.candidates
+        dense = embedding.dense.tolist()
+        lists = [VectorQuery(TITLE_VECTOR, dense, depth, query_filter)]
+        if FACTS_VECTOR in self.runtime.store.schema.dense:
+            lists.append(VectorQuery(FACTS_VECTOR, dense, depth, query_filter))
+        calibration = await self.runtime.calibration()
+        if calibration is not None:
+            centred = center_query(embedding.dense, detect_language(query), calibration).tolist()
+            penalty = ScorePenalty("hubness", calibration.hub_weight) if self.hub_correction else None
+            lists.append(VectorQuery(SYNOPSIS_VECTOR, centred, depth, query_filter, penalty=penalty))
+        else:
+            lists.append(VectorQuery(SYNOPSIS_VECTOR, dense, depth, query_filter))
+        if mode == "hybrid":
+            lexical = self.runtime.lexical.query(query)
+            if len(lexical):  # emoji or punctuation only: no word to match
+                lists.append(VectorQuery(TEXT_LEXICAL_VECTOR, lexical, depth, query_filter))
+            sparse = embedding.sparse
+            if sparse is not None and len(sparse) and TEXT_SPARSE_VECTOR in self.runtime.store.schema.sparse:
+                lists.append(VectorQuery(TEXT_SPARSE_VECTOR, sparse, depth, query_filter))
+        return lists
 
     @property
     def cache(self) -> SearchCache:
@@ -116,7 +185,7 @@ class SearchService:
 
     async def embed_text(self, query: str) -> QueryEmbedding:
         async def compute() -> QueryEmbedding:
-            e = await self.runtime.text.encode([query])
+            e = await self.runtime.text.encode([query], kind="query")
             return QueryEmbedding(
                 e.dense[0], e.sparse[0] if e.sparse else None, e.token_counts[0], e.truncated[0]
             )
@@ -129,7 +198,7 @@ class SearchService:
             return None
 
         async def compute() -> QueryEmbedding:
-            return QueryEmbedding((await clip_text.encode([query])).dense[0])
+            return QueryEmbedding((await clip_text.encode([query], kind="query")).dense[0])
 
         return (await self.cache.embedding(clip_text.manifest.model_version, query, compute)).dense
 
@@ -172,29 +241,16 @@ class SearchService:
         started = time.perf_counter()
         mode = request.text_mode or self.runtime.settings.text_search_mode
         if mode == "hybrid" and not self.hybrid_available():
-            mode = "dense"  # the deployed text model has no sparse head: hybrid is dense
+            mode = "dense"  # a collection built before the lexical channel: dense until reindexed
         embedding = await self.embed_text(query)
-        query_filter = build_filter(request.filters)
-        dense = VectorQuery(TEXT_VECTOR, embedding.dense.tolist(), self.candidates, query_filter)
-        sparse = embedding.sparse
-        if mode == "hybrid" and sparse is not None and len(sparse):
-            hits = await self.runtime.store.search_fused(
-                [dense, VectorQuery(TEXT_SPARSE_VECTOR, sparse, self.candidates, query_filter)],
-                fusion="rrf",
-                limit=request.limit,
-                score_threshold=request.score_threshold,
-            )
-            vectors = [TEXT_VECTOR, TEXT_SPARSE_VECTOR]
+        lists = await self.text_queries(query, embedding, build_filter(request.filters), mode)
+        if self.text_fusion == "confident":
+            results = await self._fuse_text(lists, request.limit, request.score_threshold)
         else:
-            hits = await self.runtime.store.search(
-                TEXT_VECTOR,
-                dense.vector,
-                limit=request.limit,
-                query_filter=query_filter,
-                score_threshold=request.score_threshold,
+            hits = await self.runtime.store.search_fused(
+                lists, fusion=self.text_fusion, limit=request.limit, score_threshold=request.score_threshold
             )
-            vectors = [TEXT_VECTOR]
-        results = [hit_result(h) for h in hits]
+            results = [hit_result(h) for h in hits]
         manifest = self.runtime.text.manifest
         return SearchResponse(
             results=results,
@@ -206,10 +262,32 @@ class SearchService:
                 tokens=embedding.tokens,
                 truncated=embedding.truncated,
                 mode=mode,
-                ranking="rrf" if len(vectors) > 1 else None,
-                vectors=vectors,
+                ranking=self.text_fusion,
+                vectors=[q.using for q in lists],
             ),
         )
+
+    async def _fuse_text(
+        self, lists: list[VectorQuery], limit: int, score_threshold: float | None
+    ) -> list[AnimeResult]:
+        """Candidates of every list in one batch (ids and scores), fused here, then the documents of
+        the results in one more call; each result explains which lists it was in."""
+        store = self.runtime.store
+        queries = [dataclasses.replace(q, score_threshold=score_threshold) for q in lists]
+        found = await store.search_many(queries, payload=False)
+        ranked = [
+            RankedList(q.using, q.using, [Candidate(h.anime_id, h.score) for h in hits])
+            for q, hits in zip(queries, found, strict=True)
+        ]
+        sparse = {q.using: q.limit for q in queries if q.using in store.schema.sparse}
+        weights = {q.using: TEXT_WEIGHTS.get(q.using, 1.0) for q in queries}
+        fused = fuse_confident(ranked, weights, limit=limit, zero_filled=sparse)
+        records = await store.get_many([f.key for f in fused], with_vectors=False)
+        return [
+            to_result(f.key, f.score, record.payload, explanation=explain(f, None, record.payload))
+            for f in fused
+            if (record := records.get(f.key)) is not None  # None: deleted between the two calls
+        ]
 
     # -- image -----------------------------------------------------------------------------------
 
@@ -242,18 +320,9 @@ class SearchService:
 
     async def _text_lists(self, query: str, query_filter: Any) -> list[_List]:
         embedding = await self.embed_text(query)
-        dense = VectorQuery(TEXT_VECTOR, embedding.dense.tolist(), self.candidates, query_filter)
-        lists = [_List(TEXT_VECTOR, "text", dense)]
-        sparse = embedding.sparse
-        if (
-            self.hybrid_available()
-            and self.runtime.settings.text_search_mode == "hybrid"
-            and sparse
-            and len(sparse)
-        ):
-            sparse_query = VectorQuery(TEXT_SPARSE_VECTOR, sparse, self.candidates, query_filter)
-            lists.append(_List(TEXT_SPARSE_VECTOR, "text", sparse_query))
-        return lists
+        mode = self.runtime.settings.text_search_mode if self.hybrid_available() else "dense"
+        queries = await self.text_queries(query, embedding, query_filter, mode)
+        return [_List(q.using, "text", q) for q in queries]
 
     async def _cross_modal_lists(self, query: str, query_filter: Any) -> list[_List]:
         vector = await self.embed_clip_text(query)
@@ -350,9 +419,7 @@ class SearchService:
         hit = await self.runtime.store.get(anime_id)
         if hit is None:
             raise NotFound(f"no anime with id '{anime_id}'", anime_id=anime_id)
-        document = {
-            k: v for k, v in hit.payload.items() if k not in ("model_version", "model_versions", "updated_at")
-        }
+        document = {k: v for k, v in hit.payload.items() if k not in _BOOKKEEPING}
         return AnimeRecord(
             anime_id=anime_id,
             document=document,

@@ -35,6 +35,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     # Search
     text_search_mode: Literal["dense", "hybrid"] = "hybrid"
+    # Centre synopsis vectors per language and correct hubs (service/calibration.py) when a new
+    # collection is filled. Off only to measure what it is worth (benchmarks/relevance).
+    synopsis_centring: bool = True
     fusion_candidates: Annotated[int, msgspec.Meta(ge=10, le=1000)] = 100
     image_max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 10 * 1024 * 1024
     image_max_pixels: Annotated[int, msgspec.Meta(ge=4096)] = 40_000_000
@@ -44,12 +47,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     qdrant_path: Path = Path("var/qdrant")
+    # The embedded store (no QDRANT_URL): Qdrant's engine in-process (qdrant-edge), or qdrant-client's
+    # local mode (an exact scan in Python, kept as the stand-in for the server API in tests).
+    qdrant_embedded_engine: Literal["edge", "local"] = "edge"
     qdrant_collection: str = "anime"
     qdrant_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     qdrant_distance: Distance = "cosine"
     qdrant_hnsw_m: Annotated[int, msgspec.Meta(ge=4, le=128)] = 16
     qdrant_hnsw_ef_construct: Annotated[int, msgspec.Meta(ge=4, le=2000)] = 100
     qdrant_search_ef: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    qdrant_exact_search_up_to: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 20_000
     qdrant_quantization: Literal["none", "scalar", "binary"] = "none"
     qdrant_quantization_rescore: bool = True
     qdrant_quantization_oversampling: Annotated[float, msgspec.Meta(ge=1.0, le=16.0)] = 2.0
@@ -92,13 +99,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     @property
     def store_engine(self) -> str:
-        return "qdrant-server" if self.qdrant_url else "qdrant-local"
+        if self.qdrant_url:
+            return "qdrant-server"
+        return "qdrant-edge" if self.qdrant_embedded_engine == "edge" else "qdrant-local"
 
     def index_params(self) -> IndexParams:
         return IndexParams(
             hnsw_m=self.qdrant_hnsw_m,
             hnsw_ef_construct=self.qdrant_hnsw_ef_construct,
             search_ef=self.qdrant_search_ef,
+            exact_search_up_to=self.qdrant_exact_search_up_to,
             quantization=self.qdrant_quantization,
             quantization_rescore=self.qdrant_quantization_rescore,
             quantization_oversampling=self.qdrant_quantization_oversampling,

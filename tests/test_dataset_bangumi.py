@@ -26,6 +26,7 @@ from service.datasets.bangumi import (
     BgmdEntry,
     SiteMeta,
     UnmappableEntry,
+    chinese_titles,
     is_date_tag,
     load_bangumi,
     map_entries,
@@ -200,12 +201,42 @@ def test_synonyms_are_bounded() -> None:
     assert doc.synonyms[0] == "Alias number 1"  # "Alias number 0" became the title
 
 
-def test_synopsis_prefers_english_tmdb_overview() -> None:
+def test_synopsis_prefers_english_tmdb_overview_and_keeps_the_chinese_summary() -> None:
     entry = make_entry(
         summary="中文简介。",
         tmdb={"id": 1, "type": "tv", "overview": "A boy pilots a giant robot to fight the Angels."},
     )
-    assert document(entry).synopsis == "A boy pilots a giant robot to fight the Angels."
+    doc = document(entry)
+    assert doc.synopsis == "A boy pilots a giant robot to fight the Angels."
+    assert doc.synopses == {"zh": "中文简介。"}  # nothing the sources have is dropped
+
+
+def test_a_second_synopsis_in_the_same_language_is_not_kept() -> None:
+    entry = make_entry(
+        summary="第一段。", tmdb={"id": 1, "type": "tv", "overview": "《EVA》是一部由GAINAX制作的电视动画。"}
+    )
+    assert document(entry).synopses == {}
+    japanese = make_entry(
+        summary="少年は巨大なロボットに乗り、使徒と呼ばれる謎の敵と戦うことになる。",
+        tmdb={"id": 1, "type": "tv", "overview": "少年驾驶巨大机器人与神秘的使徒战斗。"},
+    )
+    assert document(japanese).synopses == {"zh": "少年驾驶巨大机器人与神秘的使徒战斗。"}
+
+
+@pytest.mark.parametrize(
+    ("tags", "summary", "live_action"),
+    [
+        (["欧美", "电影", "科幻", "美国"], "", True),  # a Hollywood film filed under anime
+        (["日剧", "特摄", "奥特曼"], "", True),  # a tokusatsu drama
+        (["3D", "剧场版", "动画电影", "欧美", "电影"], "", False),  # an animated film is anime
+        (["特摄", "TV", "原创"], "", False),  # an anime about tokusatsu heroes
+        ([], "（堺雅人 饰）（香川照之 饰）（广末凉子 饰）", True),  # a synopsis crediting actors
+        ([], "（増岡弘 饰）", False),  # one credit is not a cast list
+    ],
+)
+def test_live_action_entries_are_typed_as_such(tags: list[str], summary: str, live_action: bool) -> None:
+    entry = make_entry(summary=summary, bangumi={"name_cn": "", "images": None, "tags": tags})
+    assert (document(entry).type == "LIVE_ACTION") is live_action
 
 
 def test_synopsis_uses_bangumi_summary_over_chinese_overview() -> None:
@@ -285,6 +316,16 @@ def test_unmappable_and_repeated_entries_are_skipped_and_counted() -> None:
     assert [doc.anime_id for doc in documents] == ["bangumi-1", "bangumi-3"]
     assert documents[0].title_japanese == "テスト"  # the first of a repeated id wins
     assert skipped == 2
+
+
+def test_chinese_titles_per_anime_id_first_entry_wins() -> None:
+    entries = [
+        make_entry(id=1, bangumi={"name_cn": " 进击的巨人 "}),
+        make_entry(id=2, bangumi={"name_cn": ""}),
+        make_entry(id=3, bangumi=None),
+        make_entry(id=1, bangumi={"name_cn": "别的作品"}),
+    ]
+    assert chinese_titles(entries) == {"bangumi-1": "进击的巨人"}
 
 
 def test_map_entries_joins_by_bangumi_id_and_honours_limit() -> None:
@@ -585,7 +626,9 @@ def test_real_dataset_facet_coverage(bangumi_documents: list[AnimeDocument]) -> 
     assert sum(bool(doc.genres) for doc in tagged) >= 0.8 * len(tagged)
     assert sum(bool(doc.genres) for doc in well_tagged) >= 0.9 * len(well_tagged)
     assert sum(bool(doc.studios) for doc in tagged) >= 0.7 * len(tagged)
-    assert {doc.type for doc in bangumi_documents} == {"TV", "MOVIE", "OVA", "ONA"}
+    assert {doc.type for doc in bangumi_documents} == {"TV", "MOVIE", "OVA", "ONA", "LIVE_ACTION"}
+    live_action = [doc.title for doc in bangumi_documents if doc.type == "LIVE_ACTION"]
+    assert "Star Wars: The Rise of Skywalker" in live_action and len(live_action) < 40
     english = [doc for doc in bangumi_documents if doc.title_english]
     assert len(english) > 2000
 

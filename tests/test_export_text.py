@@ -117,8 +117,8 @@ def test_config_pbtxt_parses_with_tritons_protobuf_and_matches_the_onnx_graph(ti
 
 
 @pytest.mark.parametrize("role", [TEXT_EMBEDDER, "image_embedder", "clip_text_embedder"])
-def test_every_exported_role_declares_its_graphs_tensors(minilm_repository, role):
-    _, manifest, outputs = _assert_config_matches_graph(minilm_repository, role)
+def test_every_exported_role_declares_its_graphs_tensors(real_repository, role):
+    _, manifest, outputs = _assert_config_matches_graph(real_repository, role)
     assert outputs[next(iter(outputs))] == ["batch", manifest.dim]
 
 

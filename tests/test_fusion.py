@@ -19,6 +19,7 @@ from service.fusion import (
     RankedList,
     dbsf_normalize,
     fuse,
+    fuse_confident,
     fuse_like_qdrant_rrf,
     min_max,
     rrf_scores,
@@ -414,3 +415,69 @@ def test_qdrant_weighted_rrf_stretches_ranks_where_fuse_scales_contributions():
     theirs = fuse_like_qdrant_rrf(lists, k=k, weights={"text": c, "picture": c})
     mine = fuse(lists, {"text": 1.0, "picture": 1.0}, "rrf", rrf_k=c * (k - 1) + 1)
     assert_same_ranking([(f.key, f.score) for f in mine], {q.key: q.score for q in theirs}, factor=2 * c)
+
+
+# -- text search's confident fusion ---------------------------------------------------------------------
+
+
+def _lists(**scores: Sequence[tuple[str, float]]) -> list[RankedList]:
+    return [RankedList(name, name, [Candidate(k, s) for k, s in items]) for name, items in scores.items()]
+
+
+def test_confident_fusion_at_power_one_is_qdrants_dbsf_sum():
+    rng = random.Random(3)
+    lists = _lists(
+        a=[(f"k{i}", rng.random()) for i in range(30)],
+        b=[(f"k{i}", rng.random()) for i in range(10, 45)],
+    )
+    confident = fuse_confident(lists, {"a": 1.0, "b": 1.0}, power=1.0)
+    dbsf = fuse(lists, {"a": 1.0, "b": 1.0}, "dbsf")
+    # Clipping at 0 is the only difference, and DBSF puts nothing of a list below 0 for n <= 10 ...
+    # here n = 30-35, so compare where both are positive: the top of the ranking.
+    assert [f.key for f in confident[:10]] == [f.key for f in dbsf[:10]]
+    assert [f.score for f in confident[:10]] == pytest.approx([2 * f.score for f in dbsf[:10]])
+
+
+def test_a_list_sure_of_one_anime_outweighs_lists_that_half_agree():
+    """An exact title stands far above the rest of the names list; another anime is merely near the top
+    of three lists at once. The DBSF sum lets the half-agreement win; the squared sum lets the sure list
+    win, as a user who typed the title expects."""
+    rng = random.Random(0)
+
+    def noise(name: str, extra: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        return [(f"{name}{i}", 0.5 + 0.1 * rng.random()) for i in range(60)] + extra
+
+    lists = _lists(
+        title=noise("t", [("exact", 0.75), ("mid", 0.6)]),
+        facts=noise("f", [("mid", 0.6)]),
+        synopsis=noise("s", [("mid", 0.6)]),
+    )
+    weights = {"title": 1.0, "facts": 1.0, "synopsis": 1.0}
+    assert fuse_confident(lists, weights, power=1.0)[0].key == "mid"
+    assert fuse_confident(lists, weights, power=2.0)[0].key == "exact"
+
+
+def test_a_lexical_list_with_one_hit_is_measured_over_its_whole_depth():
+    """A word only one anime contains: one item, which DBSF alone can only place at 0.5."""
+    dense = [(f"d{i}", 0.9 - 0.002 * i) for i in range(100)]
+    lists = _lists(title=dense, text_lexical=[("rare", 4.0)])
+    weights = {"title": 1.0, "text_lexical": 1.0}
+    alone = fuse_confident(lists, weights)
+    filled = fuse_confident(lists, weights, zero_filled={"text_lexical": 100})
+    assert alone[0].key != "rare"
+    assert filled[0].key == "rare"
+    assert filled[0].list_ranks == {"text_lexical": 1} and filled[0].list_scores == {"text_lexical": 4.0}
+
+
+def test_confident_fusion_weights_limits_and_errors():
+    lists = _lists(a=[("x", 0.9), ("y", 0.5), ("z", 0.1)], b=[("y", 0.9), ("x", 0.2), ("w", 0.1)])
+    assert {f.key for f in fuse_confident(lists, {"a": 1.0, "b": 0.0})} == {"x", "y", "z"}
+    assert len(fuse_confident(lists, {"a": 1.0, "b": 1.0}, limit=2)) == 2
+    heavy_b = fuse_confident(lists, {"a": 1.0, "b": 10.0})
+    assert heavy_b[0].key == "y"
+    with pytest.raises(ValueError, match="no weight"):
+        fuse_confident(lists, {"a": 1.0})
+    with pytest.raises(ValueError, match="power"):
+        fuse_confident(lists, {"a": 1.0, "b": 1.0}, power=0.0)
+    with pytest.raises(ValueError, match="finite"):
+        fuse_confident(lists, {"a": 1.0, "b": -1.0})

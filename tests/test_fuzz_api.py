@@ -158,14 +158,12 @@ def fuzz_documents(bangumi_documents: list[AnimeDocument]) -> list[AnimeDocument
 
 @pytest.fixture(scope="module")
 def fuzz_index(
-    minilm_repository: Path, fuzz_documents: list[AnimeDocument], tmp_path_factory: pytest.TempPathFactory
+    real_repository: Path, fuzz_documents: list[AnimeDocument], tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     folder = tmp_path_factory.mktemp("fuzz-index")
 
     async def fill() -> None:
-        runtime = await build_runtime(
-            load_settings({}, model_repository=minilm_repository, qdrant_path=folder)
-        )
+        runtime = await build_runtime(load_settings({}, model_repository=real_repository, qdrant_path=folder))
         try:
             report = await ingest(runtime, fuzz_documents, progress=False)
             assert report.upserted == len(fuzz_documents) and report.image_problems == []
@@ -177,12 +175,12 @@ def fuzz_index(
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(minilm_repository: Path, fuzz_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Litestar:
+def fuzz_app(real_repository: Path, fuzz_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Litestar:
     # A copy: the fuzzer deletes, upserts and reindexes.
     index = copy_index(fuzz_index, tmp_path_factory.mktemp("fuzz-app") / "index")
     # ERROR: the app logs every request, and 501s as dependency warnings; a failure prints the request.
     return create_app(
-        load_settings({}, model_repository=minilm_repository, qdrant_path=index, log_level="ERROR")
+        load_settings({}, model_repository=real_repository, qdrant_path=index, log_level="ERROR")
     )
 
 
@@ -379,7 +377,7 @@ KEYED_CONFIG = schemathesis.Config.from_dict(
 
 @pytest.fixture(scope="module")
 def keyed_schema(
-    minilm_repository: Path, fuzz_index: Path, tmp_path_factory: pytest.TempPathFactory
+    real_repository: Path, fuzz_index: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> schemathesis.BaseSchema:
     """The app as the k8s overlay runs it (keys on, limits on), fuzzed with a search key: every read
     route answers, every admin route must refuse it (403), and without the key everything protected
@@ -388,7 +386,7 @@ def keyed_schema(
     app = create_app(
         load_settings(
             {},
-            model_repository=minilm_repository,
+            model_repository=real_repository,
             qdrant_path=index,
             log_level="ERROR",
             api_keys=f"{SEARCH_ENTRY},{ADMIN_ENTRY}",

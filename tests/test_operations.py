@@ -36,13 +36,13 @@ def _fill(repository: Path, folder: Path, documents) -> None:
 
 
 @pytest.fixture(scope="module")
-def triton_service(minilm_repository, local_triton, bangumi_documents, tmp_path_factory) -> Iterator[str]:
+def triton_service(real_repository, local_triton, bangumi_documents, tmp_path_factory) -> Iterator[str]:
     """The façade as deployed (uvicorn process) on the Triton engine, over a small real index."""
     folder = tmp_path_factory.mktemp("ops-index")
-    _fill(minilm_repository, folder, bangumi_documents[:50])
+    _fill(real_repository, folder, bangumi_documents[:50])
     port = free_port()
     env = {
-        "MODEL_REPOSITORY": str(minilm_repository),
+        "MODEL_REPOSITORY": str(real_repository),
         "QDRANT_PATH": str(folder),
         "ENCODER_ENGINE": "triton",
         "TRITON_URL": local_triton.endpoints.grpc_url,
@@ -152,17 +152,17 @@ def test_prometheus_scrapes_the_request_count_we_produced(triton_service, promet
 
 
 def test_sigterm_lets_in_flight_requests_finish_and_keeps_acknowledged_writes(
-    minilm_repository, bangumi_documents, tmp_path
+    real_repository, bangumi_documents, tmp_path
 ):
     port = free_port()
     env = {
-        "MODEL_REPOSITORY": str(minilm_repository),
+        "MODEL_REPOSITORY": str(real_repository),
         "QDRANT_PATH": str(tmp_path / "q"),
         "ADMIN_MAX_BATCH": "256",
         "LOG_LEVEL": "INFO",
     }
     process = start_service(env, port, tmp_path / "service.log")
-    documents = [msgspec.to_builtins(d) for d in bangumi_documents[:256]]
+    documents = [msgspec.to_builtins(d) for d in bangumi_documents[:64]]
     answer: dict = {}
 
     def upsert() -> None:
@@ -173,22 +173,22 @@ def test_sigterm_lets_in_flight_requests_finish_and_keeps_acknowledged_writes(
 
     writer = threading.Thread(target=upsert)
     writer.start()
-    time.sleep(0.5)  # the upsert is now being embedded (256 documents take a few seconds)
+    time.sleep(0.5)  # the upsert is now being embedded (64 documents take a few seconds)
     process.send_signal(signal.SIGTERM)
     writer.join(timeout=120)
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells how it ended.
     assert process.wait(timeout=60) in (0, -signal.SIGTERM)
-    assert answer["status"] == 200 and answer["body"]["stored"] == 256
+    assert answer["status"] == 200 and answer["body"]["stored"] == 64
     log = (tmp_path / "service.log").read_text()
     assert '"event": "stopped"' in log  # the lifespan shutdown ran: engine and store closed
 
     async def count() -> int:
         runtime = await build_runtime(
-            load_settings({}, model_repository=minilm_repository, qdrant_path=tmp_path / "q")
+            load_settings({}, model_repository=real_repository, qdrant_path=tmp_path / "q")
         )
         try:
             return await runtime.store.count()
         finally:
             await runtime.close()
 
-    assert asyncio.run(count()) == 256  # and the store reopens cleanly
+    assert asyncio.run(count()) == 64  # and the store reopens cleanly

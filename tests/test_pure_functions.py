@@ -25,11 +25,14 @@ def test_bucket_covers_the_length_and_never_exceeds_the_window(length, window):
     length = min(length, window)
     bucket = bucket_length(length, window)
     assert length <= bucket <= window
-    assert bucket == window or bucket & (bucket - 1) == 0  # a power of two unless capped
+    # A power of two up to 64 (what queries take), then a multiple of 32, unless capped by the window.
+    assert bucket == window or (bucket & (bucket - 1) == 0 if bucket <= 64 else bucket % 32 == 0)
+    assert bucket - length < max(16, 32 if length > 64 else length)  # padding wastes little
 
 
-def test_buckets_are_few_so_concurrent_queries_can_share_a_batch():
-    assert len({bucket_length(n, 512) for n in range(1, 513)}) == 6  # 16, 32, 64, 128, 256, 512
+def test_query_lengths_share_a_few_buckets_so_concurrent_queries_can_share_a_batch():
+    assert {bucket_length(n, 512) for n in range(1, 65)} == {16, 32, 64}
+    assert bucket_length(140, 512) == 160 and bucket_length(140, 128) == 140  # documents: little padding
 
 
 def test_lexical_weights_max_pool_per_token_and_drop_special_masked_and_zero():
@@ -52,9 +55,14 @@ def test_filters_translate_to_fixed_keys_with_user_values_only_as_values():
     assert keys == ["genres", "year", "type", "status"]
     assert built.must[0].match == models.MatchAny(any=["Mecha", "Sci-Fi"])  # type: ignore[index,union-attr]
     assert built.must[1].range == models.Range(gte=1990, lte=1999)  # type: ignore[index,union-attr]
-    assert built.must_not is None
-    assert build_filter(None) is None
-    assert build_filter(SearchFilters()) is None
+    assert built.must_not is None  # a type filter says what it wants: nothing else is hidden
+    # Without one, entries that are not anime are left out (a search for anime should not answer them).
+    for unfiltered in (build_filter(None), build_filter(SearchFilters())):
+        assert unfiltered is not None and unfiltered.must is None
+        assert unfiltered.must_not == [
+            models.FieldCondition(key="type", match=models.MatchValue(value="LIVE_ACTION"))
+        ]
+    assert build_filter(None, hidden_types=()) is None
 
 
 def test_year_range_must_be_ordered():
@@ -133,7 +141,8 @@ def test_settings_read_typed_values_from_the_environment():
     assert settings.service_port == 9001
     assert settings.encoder_engine == "triton"
     assert settings.model_repository == Path("/models")
-    assert settings.qdrant_url is None and settings.store_engine == "qdrant-local"
+    assert settings.qdrant_url is None and settings.store_engine == "qdrant-edge"
+    assert load_settings({"QDRANT_EMBEDDED_ENGINE": "local"}).store_engine == "qdrant-local"
 
 
 @pytest.mark.parametrize(

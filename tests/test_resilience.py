@@ -35,13 +35,11 @@ pytestmark = pytest.mark.triton
 
 
 @pytest.fixture(scope="module")
-def index(minilm_repository: Path, bangumi_documents, tmp_path_factory) -> Path:
+def index(real_repository: Path, bangumi_documents, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("resilience-index")
 
     async def fill() -> None:
-        runtime = await build_runtime(
-            load_settings({}, model_repository=minilm_repository, qdrant_path=folder)
-        )
+        runtime = await build_runtime(load_settings({}, model_repository=real_repository, qdrant_path=folder))
         try:
             await ingest(runtime, bangumi_documents[:30], progress=False)
         finally:
@@ -52,11 +50,9 @@ def index(minilm_repository: Path, bangumi_documents, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def text_only_triton(minilm_repository: Path, tmp_path) -> Iterator[LocalTriton]:
+def text_only_triton(real_repository: Path, tmp_path) -> Iterator[LocalTriton]:
     """A tritonserver of our own (this test kills it) serving only text_embedder."""
-    triton = LocalTriton(
-        minilm_repository, workdir=tmp_path / "triton", models=[TEXT_EMBEDDER], ort_threads=1
-    )
+    triton = LocalTriton(real_repository, workdir=tmp_path / "triton", models=[TEXT_EMBEDDER], ort_threads=1)
     triton.start()
     try:
         yield triton
@@ -93,11 +89,11 @@ class Load(threading.Thread):
 
 
 def test_killed_triton_gives_fast_503s_and_recovery_needs_no_restart(
-    minilm_repository, index, text_only_triton, tmp_path
+    real_repository, index, text_only_triton, tmp_path
 ):
     port = free_port()
     env = {
-        "MODEL_REPOSITORY": str(minilm_repository),
+        "MODEL_REPOSITORY": str(real_repository),
         "QDRANT_PATH": str(index),
         "ENCODER_ENGINE": "triton",
         "TRITON_URL": text_only_triton.endpoints.grpc_url,
@@ -118,7 +114,7 @@ def test_killed_triton_gives_fast_503s_and_recovery_needs_no_restart(
 
         restart_at = time.monotonic()
         restarted = LocalTriton(
-            minilm_repository,
+            real_repository,
             workdir=tmp_path / "triton-again",
             models=[TEXT_EMBEDDER],
             http_port=text_only_triton.endpoints.http_port,
@@ -193,7 +189,7 @@ def assert_triton_degraded(base: str) -> None:
 
 
 def test_hung_triton_times_out_opens_the_circuit_and_recovers_on_sigcont(
-    minilm_repository, index, text_only_triton, tmp_path
+    real_repository, index, text_only_triton, tmp_path
 ):
     """SIGSTOP freezes tritonserver with its sockets open: connections succeed, nothing answers.
 
@@ -203,7 +199,7 @@ def test_hung_triton_times_out_opens_the_circuit_and_recovers_on_sigcont(
     timeout_s, reset_s = 1.0, 1.0
     port = free_port()
     env = {
-        "MODEL_REPOSITORY": str(minilm_repository),
+        "MODEL_REPOSITORY": str(real_repository),
         "QDRANT_PATH": str(index),
         "ENCODER_ENGINE": "triton",
         "TRITON_URL": text_only_triton.endpoints.grpc_url,
@@ -266,11 +262,11 @@ def test_hung_triton_times_out_opens_the_circuit_and_recovers_on_sigcont(
     assert all(status == 200 for start, status, _, _ in load.records if start > recovered)
 
 
-def test_one_modality_down_answers_with_the_other(minilm_repository, index, text_only_triton, tmp_path):
+def test_one_modality_down_answers_with_the_other(real_repository, index, text_only_triton, tmp_path):
     """Triton serves the text model only: multimodal search answers by text and says why."""
     port = free_port()
     env = {
-        "MODEL_REPOSITORY": str(minilm_repository),
+        "MODEL_REPOSITORY": str(real_repository),
         "QDRANT_PATH": str(index),
         "ENCODER_ENGINE": "triton",
         "TRITON_URL": text_only_triton.endpoints.grpc_url,
@@ -292,14 +288,14 @@ def test_one_modality_down_answers_with_the_other(minilm_repository, index, text
         stop(service)
 
 
-async def test_an_unreachable_qdrant_answers_503_fast_and_health_says_down(minilm_repository):
+async def test_an_unreachable_qdrant_answers_503_fast_and_health_says_down(real_repository):
     from litestar.testing import AsyncTestClient
 
     from service.app import create_app
 
     settings = load_settings(
         {},
-        model_repository=minilm_repository,
+        model_repository=real_repository,
         qdrant_url=f"http://127.0.0.1:{free_port()}",
         qdrant_timeout_s=2,
         breaker_reset_s=30,
@@ -322,7 +318,7 @@ async def test_an_unreachable_qdrant_answers_503_fast_and_health_says_down(minil
 
 
 def test_embedded_store_killed_under_write_load_keeps_every_acknowledged_upsert(
-    minilm_repository, bangumi_documents, tmp_path
+    real_repository, bangumi_documents, tmp_path
 ):
     """The local store lives inside the façade process: stopping the store means killing that process.
 
@@ -330,7 +326,7 @@ def test_embedded_store_killed_under_write_load_keeps_every_acknowledged_upsert(
     folder: every upsert that was answered 200 is there, and searches succeed again.
     """
     folder = tmp_path / "store"
-    env = {"MODEL_REPOSITORY": str(minilm_repository), "QDRANT_PATH": str(folder)}
+    env = {"MODEL_REPOSITORY": str(real_repository), "QDRANT_PATH": str(folder)}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     process = start_service(env, port, tmp_path / "service-1.log")
@@ -424,7 +420,7 @@ async def _swap_store_client(runtime, client):
 
 
 def test_store_outage_under_load_gives_fast_503s_loses_no_acknowledged_upsert_and_heals(
-    minilm_repository, index, bangumi_documents, tmp_path
+    real_repository, index, bangumi_documents, tmp_path
 ):
     """The store becomes unreachable while searches and upserts run, then comes back; no restart.
 
@@ -439,7 +435,7 @@ def test_store_outage_under_load_gives_fast_503s_loses_no_acknowledged_upsert_an
     reset_s = 1.0
     settings = load_settings(
         {},
-        model_repository=minilm_repository,
+        model_repository=real_repository,
         qdrant_path=copy_index(index, tmp_path / "store"),
         breaker_threshold=3,
         breaker_reset_s=reset_s,
@@ -541,7 +537,7 @@ def test_store_outage_under_load_gives_fast_503s_loses_no_acknowledged_upsert_an
 
 
 @pytest.mark.parametrize("mode", ["silent", "trickle"])
-def test_a_stalling_qdrant_times_out_within_qdrant_timeout(minilm_repository, mode):
+def test_a_stalling_qdrant_times_out_within_qdrant_timeout(real_repository, mode):
     """A Qdrant that accepts connections and never finishes answering: every call ends at
     QDRANT_TIMEOUT_S with a 503 naming qdrant, then at once while the circuit is open.
 
@@ -552,7 +548,7 @@ def test_a_stalling_qdrant_times_out_within_qdrant_timeout(minilm_repository, mo
     with StallingServer(mode) as stalling:
         settings = load_settings(
             {},
-            model_repository=minilm_repository,
+            model_repository=real_repository,
             qdrant_url=stalling.url,
             qdrant_timeout_s=timeout_s,
             breaker_threshold=3,

@@ -38,13 +38,11 @@ def bearer(key: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def index(minilm_repository: Path, bangumi_documents, tmp_path_factory) -> Path:
+def index(real_repository: Path, bangumi_documents, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("security-index")
 
     async def fill() -> None:
-        runtime = await build_runtime(
-            load_settings({}, model_repository=minilm_repository, qdrant_path=folder)
-        )
+        runtime = await build_runtime(load_settings({}, model_repository=real_repository, qdrant_path=folder))
         try:
             await ingest(runtime, bangumi_documents[:20], progress=False)
         finally:
@@ -59,8 +57,8 @@ def _settings(repository: Path, index: Path, **overrides):
 
 
 @pytest.fixture
-async def secured(minilm_repository, index) -> AsyncIterator[AsyncTestClient]:
-    app = create_app(_settings(minilm_repository, index, api_keys=KEYS, cache_enabled=False))
+async def secured(real_repository, index) -> AsyncIterator[AsyncTestClient]:
+    app = create_app(_settings(real_repository, index, api_keys=KEYS, cache_enabled=False))
     async with AsyncTestClient(app) as client:
         yield client
 
@@ -111,9 +109,9 @@ async def test_search_needs_a_key_and_either_role_may_search(secured):
     assert (await secured.get("/")).status_code == 200
 
 
-async def test_health_and_metrics_can_be_protected(minilm_repository, index):
+async def test_health_and_metrics_can_be_protected(real_repository, index):
     settings = _settings(
-        minilm_repository, index, api_keys=KEYS, auth_public_health=False, auth_public_metrics=False
+        real_repository, index, api_keys=KEYS, auth_public_health=False, auth_public_metrics=False
     )
     async with AsyncTestClient(create_app(settings)) as client:
         assert (await client.get("/health")).status_code == 401
@@ -121,7 +119,7 @@ async def test_health_and_metrics_can_be_protected(minilm_repository, index):
         assert (await client.get("/health", headers=bearer(SEARCH_KEY))).status_code == 200
 
 
-def test_keys_are_configured_hashed_and_bad_configuration_stops_start_up(minilm_repository, index, capsys):
+def test_keys_are_configured_hashed_and_bad_configuration_stops_start_up(real_repository, index, capsys):
     assert SEARCH_KEY not in KEYS  # only hashes are configured
     ring = KeyRing.from_config(KEYS)
     assert ring.authenticate(SEARCH_KEY).role == "search"  # type: ignore[union-attr]
@@ -133,13 +131,13 @@ def test_keys_are_configured_hashed_and_bad_configuration_stops_start_up(minilm_
     assert KeyRing.from_config(entry).authenticate(key).name == "batch"  # type: ignore[union-attr]
     for bad in ("web:superuser:" + "0" * 64, "web:search:abc", "just-a-key"):
         with pytest.raises(SettingsError, match="API_KEYS"):
-            create_app(_settings(minilm_repository, index, api_keys=bad))
+            create_app(_settings(real_repository, index, api_keys=bad))
     with pytest.raises(SettingsError, match="RATE_LIMIT_SEARCH"):
-        create_app(_settings(minilm_repository, index, rate_limit_search="fast"))
+        create_app(_settings(real_repository, index, rate_limit_search="fast"))
 
 
-async def test_a_burst_over_the_limit_gets_429_and_other_clients_are_unaffected(minilm_repository, index):
-    settings = _settings(minilm_repository, index, api_keys=KEYS, rate_limit_search="0.5/5")
+async def test_a_burst_over_the_limit_gets_429_and_other_clients_are_unaffected(real_repository, index):
+    settings = _settings(real_repository, index, api_keys=KEYS, rate_limit_search="0.5/5")
     async with AsyncTestClient(create_app(settings)) as client:
         statuses = []
         for _ in range(8):
@@ -159,15 +157,15 @@ async def test_a_burst_over_the_limit_gets_429_and_other_clients_are_unaffected(
         assert (await client.get("/health")).status_code == 200  # probes are never limited
 
 
-async def test_the_openapi_document_declares_keys_and_limits_only_when_configured(minilm_repository, index):
-    open_app = create_app(_settings(minilm_repository, index))
+async def test_the_openapi_document_declares_keys_and_limits_only_when_configured(real_repository, index):
+    open_app = create_app(_settings(real_repository, index))
     async with AsyncTestClient(open_app) as client:
         document = (await client.get("/docs/openapi.json")).json()
     assert "securitySchemes" not in document.get("components", {})
     assert "security" not in document["paths"]["/api/v1/search"]["post"]
     assert not {"401", "403", "429"} & set(document["paths"]["/api/v1/search"]["post"]["responses"])
 
-    secured_app = create_app(_settings(minilm_repository, index, api_keys=KEYS, rate_limit_admin="1/5"))
+    secured_app = create_app(_settings(real_repository, index, api_keys=KEYS, rate_limit_admin="1/5"))
     async with AsyncTestClient(secured_app) as client:
         document = (await client.get("/docs/openapi.json")).json()
     assert set(document["components"]["securitySchemes"]) == {"bearerAuth", "apiKeyHeader"}
@@ -183,10 +181,10 @@ async def test_the_openapi_document_declares_keys_and_limits_only_when_configure
     assert "security" not in document["paths"]["/health"]["get"]
 
 
-async def test_admin_routes_have_their_own_limit(minilm_repository, index):
+async def test_admin_routes_have_their_own_limit(real_repository, index):
     """A pipeline hammering the admin API runs out of admin tokens, not of its search tokens."""
     settings = _settings(
-        minilm_repository, index, api_keys=KEYS, rate_limit_admin="0.2/3", rate_limit_search="0.5/10"
+        real_repository, index, api_keys=KEYS, rate_limit_admin="0.2/3", rate_limit_search="0.5/10"
     )
     async with AsyncTestClient(create_app(settings)) as client:
         statuses = [
@@ -217,8 +215,8 @@ def test_forwarded_for_names_the_client_only_behind_a_trusted_proxy():
     assert policy.client_ip(scope("10.1.2.3", None)) == "10.1.2.3"
 
 
-async def test_per_address_limits_ignore_forwarded_for_from_untrusted_peers(minilm_repository, index):
-    settings = _settings(minilm_repository, index, rate_limit_ip="0.5/3", trusted_proxies="127.0.0.0/8")
+async def test_per_address_limits_ignore_forwarded_for_from_untrusted_peers(real_repository, index):
+    settings = _settings(real_repository, index, rate_limit_ip="0.5/3", trusted_proxies="127.0.0.0/8")
     async with AsyncTestClient(create_app(settings)) as client:
         # The test client's peer is not a trusted proxy: spoofed X-Forwarded-For share one bucket.
         codes = [
@@ -231,13 +229,13 @@ async def test_per_address_limits_ignore_forwarded_for_from_untrusted_peers(mini
 
 
 async def test_rate_limits_are_shared_by_replicas_through_redis(
-    minilm_repository, index, redis_server, tmp_path
+    real_repository, index, redis_server, tmp_path
 ):
     def replica(name: str):
         # Each replica its own local store folder (one writer per folder); Redis is what they share.
         folder = copy_index(index, tmp_path / name)
         limits = {"api_keys": KEYS, "rate_limit_search": "0.2/4", "redis_url": redis_server.url}
-        return create_app(_settings(minilm_repository, folder, **limits))
+        return create_app(_settings(real_repository, folder, **limits))
 
     async with AsyncTestClient(replica("a")) as first, AsyncTestClient(replica("b")) as second:
         codes = []
@@ -269,7 +267,7 @@ async def test_hostile_text_is_refused_or_neutralised_and_logs_stay_one_json_obj
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
-def test_the_service_serves_tls_with_its_own_certificate(minilm_repository, index, tmp_path):
+def test_the_service_serves_tls_with_its_own_certificate(real_repository, index, tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     request = "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost"
     names = "subjectAltName=DNS:localhost,IP:127.0.0.1"
@@ -278,7 +276,7 @@ def test_the_service_serves_tls_with_its_own_certificate(minilm_repository, inde
     trust = ssl.create_default_context(cafile=str(cert))
     port = free_port()
     env = {
-        "MODEL_REPOSITORY": str(minilm_repository),
+        "MODEL_REPOSITORY": str(real_repository),
         "QDRANT_PATH": str(tmp_path / "q"),
         "SSL_CERTFILE": str(cert),
         "SSL_KEYFILE": str(key),

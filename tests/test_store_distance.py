@@ -191,8 +191,22 @@ def _kept_exactly(full: dict, limited: dict, threshold: float) -> None:
 
 async def test_score_threshold_keeps_exactly_the_results_scoring_at_least_it(client):
     image = b64(near_duplicate(synthetic_cover(5)), "JPEG")
+    # Text search fuses several lists (names, facts, synopses): its threshold is per list, before fusion.
+    search = client.app.state.search
+    query = TITLES[4] + "."
+    lists = await search.text_queries(query, await search.embed_text(query), None, "dense")
+    found = await client.app.state.runtime.store.search_many(lists, payload=False)
+    similarities = sorted({h.score for hits in found for h in hits}, reverse=True)
+    middle = len(similarities) // 2
+    threshold = (similarities[middle - 1] + similarities[middle]) / 2
+    reaching = {h.anime_id for hits in found for h in hits if h.score >= threshold}
+    cut = await post(
+        client,
+        "/api/v1/search",
+        {"query": query, "text_mode": "dense", "limit": 50, "score_threshold": threshold},
+    )
+    assert cut["results"] and {r["anime_id"] for r in cut["results"]} == reaching
     requests = [
-        ("/api/v1/search", {"query": TITLES[4] + ".", "text_mode": "dense"}),  # one vector
         ("/api/v1/search/multimodal", {"query": TITLES[4] + ".", "image": image, "ranking": "dbsf"}),
     ]
     for path, body in requests:
@@ -317,3 +331,39 @@ async def test_index_settings_reach_the_collection_and_outlive_a_restart_and_a_p
         configured = (await client.get("/api/v1/admin/collection/info")).json()["configured"]
         assert configured["hnsw_m"] == 24 and configured["quantization"] == "scalar"
         assert store.params.hnsw_m == 24
+
+
+@pytest.mark.parametrize(("up_to", "exact"), [(20_000, True), (0, False)])
+async def test_a_catalogue_sized_collection_is_scanned_exactly_and_a_larger_one_walks_the_graph(
+    tiny_repository, tmp_path, up_to, exact
+):
+    """HNSW misses real neighbours at catalogue sizes (see IndexParams.exact_search_up_to); past the
+    threshold the graph, with the operator's ef, takes over."""
+    settings = load_settings(
+        {},
+        model_repository=tiny_repository,
+        qdrant_path=tmp_path / "q",
+        qdrant_exact_search_up_to=up_to,
+        qdrant_search_ef=64,
+    )
+    runtime = await build_runtime(settings)
+    sent: list[models.QueryRequest] = []
+    real_batch = runtime.store._client.query_batch_points
+
+    async def spy(*args, **kwargs):
+        sent.extend(kwargs["requests"])
+        return await real_batch(*args, **kwargs)
+
+    runtime.store._client.query_batch_points = spy
+    try:
+        vector = (await runtime.text.encode(["giant robots"], kind="query")).dense[0].tolist()
+        lexical = runtime.lexical.query("giant robots")
+        await runtime.store.search_many(
+            [VectorQuery("title", vector, 10), VectorQuery("text_lexical", lexical, 10)]
+        )
+    finally:
+        await runtime.close()
+    dense, sparse = sent
+    assert dense.params.exact is exact
+    assert dense.params.hnsw_ef == (None if exact else 64)
+    assert sparse.params is None  # a sparse list is an inverted-index lookup either way

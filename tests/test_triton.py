@@ -42,10 +42,10 @@ def _feed(rows: int, length: int, seed: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def test_cpu_repository_keeps_scheduling_and_switches_to_the_python_backend(minilm_repository, tmp_path):
-    names = prepare_cpu_repository(minilm_repository, tmp_path)
+def test_cpu_repository_keeps_scheduling_and_switches_to_the_python_backend(real_repository, tmp_path):
+    names = prepare_cpu_repository(real_repository, tmp_path)
     assert sorted(names) == sorted([TEXT_EMBEDDER, TINY_ROLE, IMAGE_EMBEDDER, CLIP_TEXT_EMBEDDER])
-    original = triton_config.read_config(minilm_repository / TEXT_EMBEDDER)
+    original = triton_config.read_config(real_repository / TEXT_EMBEDDER)
     derived = triton_config.read_config(tmp_path / TEXT_EMBEDDER)
     assert derived.backend == "python"
     assert derived.max_batch_size == original.max_batch_size
@@ -70,12 +70,12 @@ async def test_both_models_are_ready_and_triton_reports_their_batch_limits(local
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 async def test_triton_and_in_process_onnxruntime_give_the_same_outputs(
-    local_triton, minilm_repository, protocol
+    local_triton, real_repository, protocol
 ):
     url = local_triton.endpoints.grpc_url if protocol == "grpc" else local_triton.endpoints.http_url
     triton = TritonEngine(url, protocol=protocol)
     graphs = {
-        role: load_manifest(minilm_repository, role)[1] / "model.onnx" for role in (TEXT_EMBEDDER, TINY_ROLE)
+        role: load_manifest(real_repository, role)[1] / "model.onnx" for role in (TEXT_EMBEDDER, TINY_ROLE)
     }
     local = OnnxRuntimeEngine(graphs)
     try:

@@ -1,6 +1,8 @@
 """Relevance evaluation: query sets judged from the catalogue's own fields, rankers side by side.
 
-    python -m benchmarks.relevance --build --workspace var/relevance      # whole dataset, MiniLM
+    # text models side by side, whole catalogue, one workspace per model under --root (resumable builds)
+    python -m benchmarks.relevance --models e5-int8 e5 minilm e5-int8-uncentred --build --root var/relevance
+    python -m benchmarks.relevance --build --workspace var/relevance/minilm     # one workspace, MiniLM
     python -m benchmarks.relevance --workspace var/bench --json out.json  # + multimodal (synthetic covers)
 
 Prints a Markdown table (nDCG@10, recall@10, MRR per query set and system) on stdout; progress on stderr.
@@ -16,13 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.relevance.evaluate import evaluate
-from benchmarks.relevance.judgements import ALL_SETS, Catalogue, build_sets
+from benchmarks.relevance.evaluate import Evaluation, evaluate
+from benchmarks.relevance.judgements import ALL_SETS, TEXT_SETS, Catalogue, build_sets
 from benchmarks.relevance.pictures import pictured_ids
 from benchmarks.relevance.report import as_json, markdown
 from benchmarks.relevance.workspace import (
+    MODELS,
+    MODELS_MAX_TOKENS,
     WorkspaceError,
     export_minilm,
+    export_model,
     fill,
     open_runtime,
     stored_documents,
@@ -39,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workspace", type=Path, default=Path("var/relevance"))
     parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=list(MODELS),
+        default=None,
+        help="compare these text models side by side (text sets), one workspace each under --root; "
+        "the first is the main model, which also gets the ablation rows",
+    )
+    parser.add_argument("--root", type=Path, default=Path("var/relevance"), help="workspaces of --models")
+    parser.add_argument(
         "--build",
         action="store_true",
         help="export MiniLM and embed the whole bangumi dataset into the workspace first (resumable)",
@@ -54,7 +68,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def run_models(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """Every model of --models on the text sets, one workspace after the other, into one table."""
+    started = time.perf_counter()
+    from service.datasets.bangumi import load_bangumi, load_chinese_titles
+
+    documents = load_bangumi(args.dataset_cache) if args.build else None
+    evaluation = Evaluation()
+    catalogue: Catalogue | None = None
+    query_sets: list = []
+    sets = [s for s in args.sets if s in TEXT_SETS]
+    built: dict[str, Any] = {}
+    for position, name in enumerate(args.models):
+        recipe = MODELS[name]
+        workspace = args.root / name
+        if args.build:
+            with contextlib.redirect_stdout(sys.stderr):
+                export_model(recipe, workspace, args.root / "checkpoints")
+        runtime = await open_runtime(
+            workspace, text_max_tokens=MODELS_MAX_TOKENS, synopsis_centring=recipe.synopsis_centring
+        )
+        try:
+            if args.build:
+                began = time.perf_counter()
+                await fill(runtime, documents or [])
+                built[name] = round(time.perf_counter() - began, 1)
+            if catalogue is None:
+                catalogue = Catalogue.of(
+                    await stored_documents(runtime), chinese_titles=load_chinese_titles(args.dataset_cache)
+                )
+                query_sets = build_sets(catalogue, sets, per_set=args.queries or None, seed=args.seed)
+            await evaluate(
+                runtime,
+                catalogue,
+                query_sets,
+                seed=args.seed,
+                depth=args.depth,
+                k=args.k,
+                progress=not args.quiet,
+                model=name,
+                baselines=position == 0,
+                ablations=position == 0,
+                into=evaluation,
+            )
+        finally:
+            await runtime.close()
+    evaluation.rows.sort(key=lambda row: [s.name for s in query_sets].index(row.query_set))
+    meta = {
+        "workspace": str(args.root),
+        "documents": len(catalogue.documents) if catalogue else 0,
+        "text_model": ", ".join(f"{n} ({MODELS[n].description})" for n in args.models),
+        "pictures": False,
+        "seed": args.seed,
+        "per_set": args.queries or "all",
+        "depth": args.depth,
+        "k": args.k,
+        "max_tokens": MODELS_MAX_TOKENS,
+        "build_seconds": built,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return markdown(meta, query_sets, evaluation), as_json(meta, query_sets, evaluation)
+
+
 async def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    if args.models:
+        return await run_models(args)
     started = time.perf_counter()
     if args.build:
         with contextlib.redirect_stdout(sys.stderr):  # the export's parity report; stdout is the table
@@ -66,7 +144,10 @@ async def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
             await fill(runtime, load_bangumi(args.dataset_cache))
         documents = await stored_documents(runtime)
-        catalogue = Catalogue.of(documents)
+        from service.datasets.bangumi import load_chinese_titles
+
+        chinese = load_chinese_titles(args.dataset_cache) if "title-zh" in args.sets else None
+        catalogue = Catalogue.of(documents, chinese_titles=chinese)
         pictured = pictured_ids(args.workspace) if runtime.image is not None else []
         query_sets = build_sets(
             catalogue, args.sets, per_set=args.queries or None, seed=args.seed, pictured=pictured

@@ -1,8 +1,12 @@
 """Run every applicable ranker on every query set and aggregate the metrics.
 
 Which rankers apply to which set:
-- text sets: random, BM25, dense (/search), hybrid (/search with text_mode=hybrid, only where the store
-  has a `text_sparse` vector; otherwise reported as n/a rather than silently equal to dense);
+- text sets: random, BM25 (bm25s over the composed text, CJK bigrams: a baseline outside the service),
+  the service's own lexical channel alone (Qdrant BM25, multilingual tokenizer), dense (/search with
+  text_mode=dense: names + centred synopses) and hybrid (/search, the default: + lexical, and BGE-m3's
+  learned sparse where the model has it). With several models (`--models`), each model's rows are
+  prefixed with its name, and the main model adds ablations (Qdrant's DBSF or RRF instead of the
+  confident fusion, no hub correction);
 - similar-to: random, BM25 more-like-this, /similarity/{anime,visual,vector} as the store has vectors;
 - multimodal: random, text only (/search), image only (/search/image), /search/multimodal with each
   ranking (weighted, rrf, dbsf) at the default weights.
@@ -21,12 +25,14 @@ from benchmarks.relevance.judgements import Catalogue, QuerySet
 from benchmarks.relevance.systems import (
     Bm25Ranker,
     ImageSearchRanker,
+    LexicalRanker,
     MultimodalRanker,
     RandomRanker,
     Ranker,
     SimilarityRanker,
     TextSearchRanker,
 )
+from service.calibration import hub_share
 from service.progress import counter
 from service.runtime import Runtime
 from service.search import SearchService
@@ -36,7 +42,8 @@ from service.similarity import KIND_VECTORS, SimilarityService
 MULTIMODAL_BAR = 0.15
 TEXT_ONLY = "text only (dense)"
 IMAGE_ONLY = "image only"
-NO_SPARSE = "n/a (text model has no sparse head)"
+LEXICAL = "lexical channel alone (Qdrant BM25)"
+NO_LEXICAL = "n/a (the collection has no text_lexical vector: reindex it)"
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,11 @@ class Row:
     seconds: float = 0.0
     unavailable: str | None = None
     empty_answers: int = 0
+    hit1: float | None = None
+    hit10: float | None = None
+    # The largest share of this set's queries that one anime answers first, and that anime: a hub.
+    hub_share: float | None = None
+    hub_anime: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,21 +111,49 @@ async def _stored_kinds(runtime: Runtime, sample_ids: Sequence[str]) -> dict[str
 
 
 async def rankers_for(
-    query_set: QuerySet, runtime: Runtime, catalogue: Catalogue, seed: int, bm25: dict[str, Bm25Ranker]
+    query_set: QuerySet,
+    runtime: Runtime,
+    catalogue: Catalogue,
+    seed: int,
+    bm25: dict[str, Bm25Ranker],
+    *,
+    model: str | None = None,
+    baselines: bool = True,
+    ablations: bool = False,
 ) -> list[Ranker | tuple[str, str]]:
-    """The rankers for a set; (name, reason) pairs stand for the ones that cannot run here."""
+    """The rankers for a set; (name, reason) pairs stand for the ones that cannot run here.
+
+    `model` prefixes the service's rows (several models side by side); `baselines` adds the rankers that
+    do not depend on the model (random, BM25, the lexical channel); `ablations` the main model's
+    variants that show what each part of the design is worth.
+    """
     ids = list(catalogue.documents)
     search = SearchService(runtime)
     docs = list(catalogue.documents.values())
+    prefix = f"{model} " if model else ""
     if query_set.kind == "text":
-        if "text" not in bm25:
-            bm25["text"] = Bm25Ranker(docs)
-        hybrid: Ranker | tuple[str, str] = (
-            TextSearchRanker(search, "hybrid", "hybrid dense+sparse")
+        out: list[Ranker | tuple[str, str]] = []
+        if baselines:
+            if "text" not in bm25:
+                bm25["text"] = Bm25Ranker(docs)
+            lexical: Ranker | tuple[str, str] = (
+                LexicalRanker(runtime) if search.hybrid_available() else (LEXICAL, NO_LEXICAL)
+            )
+            out += [RandomRanker(ids, seed), bm25["text"], lexical]
+        out.append(TextSearchRanker(search, "dense", f"{prefix}dense"))
+        out.append(
+            TextSearchRanker(search, "hybrid", f"{prefix}hybrid")
             if search.hybrid_available()
-            else ("hybrid dense+sparse", NO_SPARSE)
+            else (f"{prefix}hybrid", NO_LEXICAL)
         )
-        return [RandomRanker(ids, seed), bm25["text"], TextSearchRanker(search, "dense", "dense"), hybrid]
+        if ablations:
+            for label, variant in (
+                ("hybrid, Qdrant DBSF", SearchService(runtime, text_fusion="dbsf")),
+                ("hybrid, RRF", SearchService(runtime, text_fusion="rrf")),
+                ("hybrid, no hub correction", SearchService(runtime, hub_correction=False)),
+            ):
+                out.append(TextSearchRanker(variant, "hybrid", f"{prefix}{label}"))
+        return out
     if query_set.kind == "similar":
         if "mlt" not in bm25:
             bm25["mlt"] = Bm25Ranker(docs, more_like_this=True)
@@ -138,7 +178,8 @@ async def rankers_for(
 async def run_ranker(
     ranker: Ranker, query_set: QuerySet, *, depth: int, k: int, progress: bool = True
 ) -> Row:
-    ndcg, recall, mrr = [], [], []
+    ndcg, recall, mrr, hit1, hit10 = [], [], [], [], []
+    firsts: list[str] = []
     empty = 0
     started = time.perf_counter()
     title = f"{query_set.name} / {ranker.name}"
@@ -147,10 +188,15 @@ async def run_ranker(
         for query in query_set.queries:
             ranking = await ranker.rank(query, depth)
             empty += not ranking
+            firsts += ranking[:1]
+            grade = query_set.min_grade
             ndcg.append(metrics.ndcg_at_k(ranking, query.judgements, k))
-            recall.append(metrics.recall_at_k(ranking, query.judgements, k, query_set.min_grade))
-            mrr.append(metrics.reciprocal_rank(ranking, query.judgements, query_set.min_grade))
+            recall.append(metrics.recall_at_k(ranking, query.judgements, k, grade))
+            mrr.append(metrics.reciprocal_rank(ranking, query.judgements, grade))
+            hit1.append(metrics.hit_at_k(ranking, query.judgements, 1, grade))
+            hit10.append(metrics.hit_at_k(ranking, query.judgements, k, grade))
             advance(1)
+    share, hub = hub_share(firsts)
     return Row(
         query_set.name,
         ranker.name,
@@ -160,6 +206,10 @@ async def run_ranker(
         metrics.mean(mrr),
         round(time.perf_counter() - started, 2),
         empty_answers=empty,
+        hit1=metrics.mean(hit1),
+        hit10=metrics.mean(hit10),
+        hub_share=round(share, 4),
+        hub_anime=hub,
     )
 
 
@@ -189,13 +239,24 @@ async def evaluate(
     depth: int = 100,
     k: int = 10,
     progress: bool = True,
+    model: str | None = None,
+    baselines: bool = True,
+    ablations: bool = False,
+    into: Evaluation | None = None,
 ) -> Evaluation:
-    """Every applicable ranker on every set, in one runtime (local Qdrant folders allow one client)."""
-    result = Evaluation()
+    """Every applicable ranker on every set, in one runtime (an embedded store admits one client).
+
+    Several models are compared by calling this once per model's workspace with `into` the same
+    Evaluation, `model` naming the rows and `baselines` only on the first.
+    """
+    result = into or Evaluation()
     bm25: dict[str, Bm25Ranker] = {}
     for query_set in query_sets:
         set_rows = []
-        for ranker in await rankers_for(query_set, runtime, catalogue, seed, bm25):
+        rankers = await rankers_for(
+            query_set, runtime, catalogue, seed, bm25, model=model, baselines=baselines, ablations=ablations
+        )
+        for ranker in rankers:
             if isinstance(ranker, tuple):
                 set_rows.append(Row(query_set.name, ranker[0], len(query_set.queries), unavailable=ranker[1]))
                 continue

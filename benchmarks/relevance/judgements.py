@@ -1,7 +1,8 @@
 """Query sets with graded relevance judgements, derived by rule from the catalogue's own fields.
 
-Nobody hand-labels here: every query and every grade follows from the documents (titles, synonyms,
-genres, themes, tags), so the sets rebuild identically from the same catalogue and seed, and grow with it.
+Nobody hand-labels the judgements: every grade follows from the documents (titles, synonyms, genres,
+themes, tags), and every query but the hand-written plot descriptions (`plot_queries`) does too, so the
+sets rebuild identically from the same catalogue and seed, and grow with it.
 Each query draws from its own random stream (seeded by the set, the seed and the anime id), so the query
 for an anime does not change when the sample size does; candidates are shuffled by the seed from id order
 (never store order), and the first N that yield a query are kept, so a smaller sample is a prefix of a
@@ -44,6 +45,46 @@ The sets, what they measure, and how they are derived:
    and 1-2 of its labels, e.g. "a TV series from the 2010s with giant robots") plus a degraded
    near-duplicate of the anime's cover. Grade 3: the anime; grade 1: anime matching the whole description
    (at most 200, else the query is skipped). Binary metrics count grade 3.
+
+6. `plot-en` — a user remembers the story, not the title ("a notebook that kills anyone whose name is
+   written in it"). Source: `plot_queries.PLOT_QUERIES`, English descriptions of well-known works WRITTEN
+   BY HAND from general knowledge of them, not from the catalogue's text (no synopsis was copied), one per
+   work; a work missing from the catalogue is left out. Grade 3: the entries listed with the description
+   (its main entry and, by hand, sequels and films the title stems miss) and every entry of their
+   franchises: a user asking for the Evangelion plot is served by any Evangelion entry. Nothing is graded
+   lower, and binary metrics count grade 3. A description that contains any name of a judged entry, or a
+   distinctive word of one ("frieren"), is dropped (`plot_leaks`; the tests keep the shipped ones clean).
+   Leakage: none by title; the English synopsis where the catalogue has one (TMDB overviews) tells the same
+   story in other words, and matching that is exactly what the set measures.
+
+7. `title-ja` — a user types the Japanese title. Source: `title_japanese` (bgmd's original name) where it
+   contains kana, so it is unmistakably Japanese (kanji alone could be Chinese). Typed exactly as stored.
+
+8. `title-zh` — a user types the Chinese title. Source: bangumi's `name_cn` (simplified Chinese), which the
+   documents keep only as one unmarked synonym, so the harness passes it in
+   (`Catalogue.of(..., chinese_titles=service.datasets.bangumi.load_chinese_titles(cache))`); without it
+   the set is not built and is reported n/a. Used where it contains Chinese characters and differs from
+   the Japanese name after normalisation. Leakage: `name_cn` is among the synonyms, and (for all but a
+   handful of anime) among the first 12 that the indexed text keeps: like `title-ja`, exact lookup.
+
+9. `title-en` — a user types the English title exactly, not paraphrased (`title-paraphrase` stays its own
+   row). Source: `title_english` where it is in Latin script (one is Greek: "ΠΛΑΝΗΤΕΣ").
+
+10. `title-misspelled` — a user types a romanised title, or misspells one. Drawn per query: (a) a romaji
+   name as typed: a Latin-script alias other than the English title that looks like romaji (a particle
+   such as "no" among 3+ words, or mostly Japanese syllables; a heuristic), lower-cased, without
+   punctuation or accents ("shingeki no kyojin"); or (b) the English title or a romaji name typed that way
+   with one or two realistic typos (a letter dropped or doubled, neighbours swapped, a wrong vowel; never
+   a word's first letter, two only in two different words of 4+ letters), re-drawn if a typo spells
+   another anime's name. The query's `labels` say which: ("romaji",) or ("typo",).
+
+Sets 7-10 share the grading and the sampling rule. Grade 3: every entry carrying the exact name typed
+(normalised; for a typo, the name it misspells); grade 1: the rest of the anime's franchise. Binary metrics
+count grade 3. Names too short or too generic to look up are skipped: a single character ("海"), or a name
+carried by more than 5 entries once the anime's own franchise is set aside (every season of Attack on
+Titan carries 進撃の巨人: that makes it famous, not generic). Leakage: the typed name is in the indexed
+text (title fields, or synonyms for romaji) apart from the typos; these sets measure exact and near-exact
+title lookup per script, which users do most.
 """
 
 from __future__ import annotations
@@ -51,12 +92,15 @@ from __future__ import annotations
 import itertools
 import random
 import re
+import unicodedata
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from benchmarks.relevance.plot_queries import ORDINARY_TITLE_WORDS, PLOT_QUERIES, PlotQuery
 from benchmarks.relevance.titles import ARTICLES, is_cjk, normalize, split_season_suffix, stems
+from service.datasets.bangumi import is_latin_title
 from service.datasets.vocabulary import normalize_tag
 from service.documents import AnimeDocument
 from service.text_compose import TYPE_WORDS
@@ -188,9 +232,14 @@ class Catalogue:
     by_name: dict[str, set[str]]
     labels: dict[str, frozenset[str]]
     tag_sets: dict[str, frozenset[str]]
+    # bangumi's Chinese name per anime id (`service.datasets.bangumi.load_chinese_titles`): the documents
+    # keep it only as an unmarked synonym. None: not known, and the `title-zh` set is not built.
+    chinese_titles: Mapping[str, str] | None = None
 
     @classmethod
-    def of(cls, documents: Iterable[AnimeDocument]) -> Catalogue:
+    def of(
+        cls, documents: Iterable[AnimeDocument], *, chinese_titles: Mapping[str, str] | None = None
+    ) -> Catalogue:
         docs = {d.anime_id: d for d in sorted(documents, key=lambda d: d.anime_id)}
         by_stem: dict[str, set[str]] = defaultdict(set)
         own_stems: dict[str, set[str]] = {}
@@ -210,7 +259,7 @@ class Catalogue:
             a: frozenset(normalize_tag(t) for t in (*d.genres, *d.themes, *d.tags)) - {""}
             for a, d in docs.items()
         }
-        return cls(docs, franchise_of, dict(by_name), labels, tag_sets)
+        return cls(docs, franchise_of, dict(by_name), labels, tag_sets, chinese_titles)
 
 
 def _names(doc: AnimeDocument) -> set[str]:
@@ -498,7 +547,290 @@ def multimodal(catalogue: Catalogue, pictured: Sequence[str], n: int | None, see
     )
 
 
-TEXT_SETS = ("title-paraphrase", "multilingual-title", "genre-description")
+# -- 6. plot descriptions (hand-written, see plot_queries) ---------------------------------------------
+
+
+def name_leaks(text: str, names: Iterable[str]) -> set[str]:
+    """The normalised names (titles, synonyms) that `text` contains: as whole words for Latin names, as a
+    substring for CJK ones (no spaces between words there). A plot query that names its anime is a title
+    query in disguise."""
+    padded = f" {normalize(text)} "
+    compact = padded.replace(" ", "")
+    return {n for n in names if (n.replace(" ", "") in compact if is_cjk(n) else f" {n} " in padded)}
+
+
+def title_word_leaks(
+    text: str, names: Iterable[str], ordinary: frozenset[str] = ORDINARY_TITLE_WORDS
+) -> set[str]:
+    """Words of 3+ letters that `text` shares with the Latin-script `names`, less the `ordinary` ones.
+
+    Catches what `name_leaks` cannot: a character name that is also part of the title ("frieren" from
+    "Frieren: Beyond the Journey's End") gives the work away as surely as the whole title.
+    """
+    title_words = {w for n in names for w in n.split() if len(w) >= 3 and w.isalpha() and not is_cjk(w)}
+    return (set(normalize(text).split()) & title_words) - ordinary
+
+
+def plot_judged(catalogue: Catalogue, anime_ids: Iterable[str]) -> set[str]:
+    """The listed anime present in the catalogue and every entry of their franchises."""
+    present = [a for a in anime_ids if a in catalogue.documents]
+    return set(present).union(*(catalogue.franchise_of[a] for a in present))
+
+
+def plot_leaks(catalogue: Catalogue, entry: PlotQuery) -> set[str]:
+    """What of its judged anime's names a plot query gives away (empty: it names nothing)."""
+    names = set().union(*(_names(catalogue.documents[a]) for a in plot_judged(catalogue, entry.anime_ids)))
+    return name_leaks(entry.text, names) | title_word_leaks(entry.text, names)
+
+
+def plot_descriptions(
+    catalogue: Catalogue, n: int | None, seed: int, entries: Sequence[PlotQuery] = PLOT_QUERIES
+) -> QuerySet:
+    name = "plot-en"
+    # Keyed by the main entry: one description per work. A work missing from the catalogue is skipped.
+    by_main = {e.anime_ids[0]: e for e in entries if e.anime_ids[0] in catalogue.documents}
+
+    def build(anime_id: str) -> Query | None:
+        entry = by_main[anime_id]
+        if plot_leaks(catalogue, entry):
+            return None  # names its anime in this catalogue (tests keep the shipped queries clean)
+        judged = plot_judged(catalogue, entry.anime_ids)
+        return Query(f"{name}:{anime_id}", anime_id, dict.fromkeys(judged, 3), entry.text)
+
+    queries = _collect(by_main, n, seed, name, build)
+    return QuerySet(
+        name,
+        "text",
+        "plot description in English, no title -> every entry of the work's franchise (3)",
+        3,
+        queries,
+    )
+
+
+# -- 7-10. titles as users type them: Japanese, Chinese, English exactly, romanised or misspelled ----------
+
+# A name carried by more entries than this, siblings aside, is generic ("Peace"): not a title to look up.
+MAX_SHARED_NAME = 5
+_KANA = re.compile(r"[\u3041-\u3096\u309d-\u309f\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff\uff66-\uff9d]")
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def has_kana(text: str) -> bool:
+    """Written with hiragana or katakana (the middle dot ・ aside): unmistakably Japanese, where kanji
+    alone could be Chinese."""
+    return bool(_KANA.search(text))
+
+
+def has_han(text: str) -> bool:
+    """Contains Chinese characters (CJK ideographs)."""
+    return bool(_HAN.search(text))
+
+
+def usable_name(catalogue: Catalogue, anime_id: str, key: str) -> bool:
+    """Whether the normalised name `key` of `anime_id` makes a title query: two characters at least (one
+    kanji, "海", names nothing) and not carried by more than MAX_SHARED_NAME entries (then it is generic).
+
+    Franchise siblings are not counted: every season of Attack on Titan lists 進撃の巨人 among its names,
+    which makes the name famous, not generic.
+    """
+    carriers = catalogue.by_name.get(key, set()) - catalogue.franchise_of[anime_id] - {anime_id}
+    return len(key.replace(" ", "")) >= 2 and len(carriers) + 1 <= MAX_SHARED_NAME
+
+
+def _name_query(
+    catalogue: Catalogue, set_name: str, anime_id: str, text: str, key: str, labels: tuple[str, ...] = ()
+) -> Query:
+    """Grade 3: every entry carrying the name `key` (and the anime itself); 1: the rest of its franchise."""
+    same = catalogue.by_name.get(key, set()) | {anime_id}
+    grades = _grade(same, catalogue.franchise_of[anime_id])
+    return Query(f"{set_name}:{anime_id}", anime_id, grades, text, labels=labels)
+
+
+def _exact_title_set(
+    catalogue: Catalogue, set_name: str, description: str, titles: Mapping[str, str], n: int | None, seed: int
+) -> QuerySet:
+    """A set whose query for an anime is one of its names typed exactly (`titles`: anime id -> name)."""
+    usable = {
+        a: t
+        for a, t in titles.items()
+        if a in catalogue.documents and usable_name(catalogue, a, normalize(t))
+    }
+
+    def build(anime_id: str) -> Query:
+        text = usable[anime_id]
+        return _name_query(catalogue, set_name, anime_id, text, normalize(text))
+
+    return QuerySet(set_name, "text", description, 3, _collect(usable, n, seed, set_name, build))
+
+
+def japanese_titles(catalogue: Catalogue, n: int | None, seed: int) -> QuerySet:
+    titles = {
+        a: d.title_japanese
+        for a, d in catalogue.documents.items()
+        if d.title_japanese and has_kana(d.title_japanese)
+    }
+    description = "Japanese title (with kana) -> every anime of that name (3), its franchise (1)"
+    return _exact_title_set(catalogue, "title-ja", description, titles, n, seed)
+
+
+def chinese_titles(catalogue: Catalogue, n: int | None, seed: int) -> QuerySet:
+    """Needs `catalogue.chinese_titles`; without them the set has no queries (build_sets leaves it out)."""
+    docs = catalogue.documents
+    titles = {
+        a: t
+        for a, t in (catalogue.chinese_titles or {}).items()
+        if a in docs and has_han(t) and normalize(t) != normalize(docs[a].title_japanese or "")
+    }
+    description = "Chinese title (bangumi name_cn) -> every anime of that name (3), its franchise (1)"
+    return _exact_title_set(catalogue, "title-zh", description, titles, n, seed)
+
+
+def english_titles(catalogue: Catalogue, n: int | None, seed: int) -> QuerySet:
+    titles = {
+        a: d.title_english
+        for a, d in catalogue.documents.items()
+        if d.title_english and is_latin_title(d.title_english)
+    }
+    description = "English title typed exactly -> every anime of that name (3), its franchise (1)"
+    return _exact_title_set(catalogue, "title-en", description, titles, n, seed)
+
+
+def typed(name: str) -> str:
+    """A name the way people type it on a plain keyboard: lower case, no punctuation, no accents
+    ("Shingeki no Kyojin!" -> "shingeki no kyojin", "Pokémon" -> "pokemon")."""
+    decomposed = unicodedata.normalize("NFKD", normalize(name))
+    return unicodedata.normalize("NFC", "".join(ch for ch in decomposed if not unicodedata.combining(ch)))
+
+
+# A run of romaji syllables: (consonant (+y)) vowel, a syllabic n (m before b/p), or the first half of a
+# doubled consonant ("kk", "tch").
+_ROMAJI_WORD = re.compile(
+    r"(?:(?:[kgszjtdnhbpmyrwf]|ch|sh|ts)?y?[aeiou]|n|m(?=[bp])|([kstpgdbz])(?=\1)|[tc](?=ch))+"
+)
+_ROMAJI_PARTICLES = frozenset({"no", "ni", "wa", "wo", "ga", "ka", "mo", "de"})
+
+
+def looks_romaji(key: str) -> bool:
+    """A heuristic for a typed name written in romaji rather than English: three or more words with a
+    Japanese particle among them ("shingeki no kyojin"), or most words of 3+ letters spelled in Japanese
+    syllables ("gintama", "kimetsu yaiba"). English titles full of names slip through now and then."""
+    words = key.split()
+    if len(words) >= 3 and _ROMAJI_PARTICLES & set(words):
+        return True
+    letters = [w for w in words if w.isalpha()]
+    longer = [w for w in letters if len(w) >= 3] or letters
+    return bool(longer) and sum(bool(_ROMAJI_WORD.fullmatch(w)) for w in longer) >= 0.75 * len(longer)
+
+
+def romaji_names(doc: AnimeDocument) -> list[str]:
+    """Latin-script names of an anime other than its English title that look like romaji, in field order
+    (the display title, then the synonyms): the names behind "shingeki no kyojin"."""
+    english = typed(doc.title_english) if doc.title_english else None
+    by_typing: dict[str, str] = {}  # one name per way of typing it ("Gintama", "GINTAMA")
+    for name in (doc.title, *doc.synonyms):
+        if is_latin_title(name) and (key := typed(name)) != english and looks_romaji(key):
+            by_typing.setdefault(key, name)
+    return list(by_typing.values())
+
+
+# A typo touches a word of 4+ letters, never its first letter (people get that one right).
+_MIN_TYPO_WORD = 4
+_VOWELS = "aeiou"
+_TYPO_KINDS = ("drop", "double", "swap", "vowel")
+
+
+def typo_words(text: str) -> list[tuple[int, int]]:
+    """(start, end) of the words in `text` long enough to misspell recognisably."""
+    return [m.span() for m in re.finditer(r"[a-z]+", text) if m.end() - m.start() >= _MIN_TYPO_WORD]
+
+
+def typo(text: str, start: int, end: int, rng: random.Random) -> str:
+    """`text` with one realistic slip in its word text[start:end]: a letter dropped or doubled, two
+    neighbours swapped, or a wrong vowel (whichever `rng` draws that the word allows)."""
+    inner = range(start + 1, end)
+    spots = {
+        "drop": list(inner),
+        "double": list(inner),
+        "swap": [i for i in inner if i + 1 < end and text[i] != text[i + 1]],
+        "vowel": [i for i in inner if text[i] in _VOWELS],
+    }
+    kind = rng.choice([k for k in _TYPO_KINDS if spots[k]])
+    i = rng.choice(spots[kind])
+    if kind == "drop":
+        return text[:i] + text[i + 1 :]
+    if kind == "double":
+        return text[:i] + text[i] + text[i:]
+    if kind == "swap":
+        return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
+    return text[:i] + rng.choice([v for v in _VOWELS if v != text[i]]) + text[i + 1 :]
+
+
+def misspell(text: str, rng: random.Random, taken: Container[str] = frozenset()) -> str | None:
+    """`text` with one typo, or two in two different words where it has two long enough, drawn from
+    `rng`; None if every draw spelled a name in `taken` (a typo that spells another anime's title is no
+    longer a typo) or `text` has no word long enough."""
+    for _ in range(5):
+        words = typo_words(text)
+        if not words:
+            return None
+        chosen = rng.sample(words, min(len(words), rng.choice((1, 2))))
+        result = text
+        for start, end in sorted(chosen, reverse=True):  # right to left: earlier spans stay valid
+            result = typo(result, start, end, rng)
+        if normalize(result) not in taken:
+            return result
+    return None
+
+
+def misspelled_titles(catalogue: Catalogue, n: int | None, seed: int) -> QuerySet:
+    name = "title-misspelled"
+    docs = catalogue.documents
+
+    def usable(anime_id: str, title: str) -> bool:
+        return usable_name(catalogue, anime_id, normalize(title)) and bool(typo_words(typed(title)))
+
+    romaji = {
+        a: [r for r in romaji_names(d) if usable_name(catalogue, a, normalize(r))] for a, d in docs.items()
+    }
+    typeable = {
+        a: [t for t in (d.title_english, *romaji[a]) if t and is_latin_title(t) and usable(a, t)]
+        for a, d in docs.items()
+    }
+
+    def build(anime_id: str) -> Query | None:
+        rng = _rng(seed, name, anime_id)
+        if romaji[anime_id] and (rng.random() < 0.5 or not typeable[anime_id]):
+            source = rng.choice(romaji[anime_id])
+            return _name_query(
+                catalogue, name, anime_id, typed(source), normalize(source), labels=("romaji",)
+            )
+        source = rng.choice(typeable[anime_id])
+        text = misspell(typed(source), rng, catalogue.by_name)
+        if text is None:
+            return None
+        return _name_query(catalogue, name, anime_id, text, normalize(source), labels=("typo",))
+
+    sources = [a for a in docs if romaji[a] or typeable[a]]
+    queries = _collect(sources, n, seed, name, build)
+    return QuerySet(
+        name,
+        "text",
+        "romaji title as typed, or a title with 1-2 typos -> the anime (3), its franchise (1)",
+        3,
+        queries,
+    )
+
+
+TEXT_SETS = (
+    "title-paraphrase",
+    "multilingual-title",
+    "genre-description",
+    "plot-en",
+    "title-ja",
+    "title-zh",
+    "title-en",
+    "title-misspelled",
+)
 ALL_SETS = (*TEXT_SETS, "similar-to", "multimodal")
 
 
@@ -510,11 +842,18 @@ def build_sets(
     seed: int,
     pictured: Sequence[str] = (),
 ) -> list[QuerySet]:
-    """The named query sets (multimodal only where `pictured` lists anime with covers)."""
+    """The named query sets; multimodal only where `pictured` lists anime with covers, title-zh only where
+    the catalogue knows the Chinese titles (`Catalogue.of(..., chinese_titles=...)`). The caller reports
+    the sets left out as n/a."""
     builders = {
         "title-paraphrase": title_paraphrases,
         "multilingual-title": multilingual_titles,
         "genre-description": genre_descriptions,
+        "plot-en": plot_descriptions,
+        "title-ja": japanese_titles,
+        "title-zh": chinese_titles,
+        "title-en": english_titles,
+        "title-misspelled": misspelled_titles,
         "similar-to": similar_to,
     }
     out = []
@@ -522,6 +861,8 @@ def build_sets(
         if name == "multimodal":
             if pictured:
                 out.append(multimodal(catalogue, pictured, per_set, seed))
+        elif name == "title-zh" and catalogue.chinese_titles is None:
+            continue
         else:
             out.append(builders[name](catalogue, per_set, seed))
     return out

@@ -66,6 +66,17 @@ def recall_at_k(
     return found / min(k, len(wanted))
 
 
+def hit_at_k(ranking: Sequence[str], judgements: Mapping[str, int], k: int = 10, min_grade: int = 1) -> float:
+    """1.0 when any relevant anime is in the top k, else 0.0 (success@k).
+
+    The user's own yardstick: hit@1 is "the first answer was it", hit@10 "it was on the first page".
+    Unlike recall@k it does not ask for every relevant anime, so a title query with a large franchise
+    scores 1.0 as soon as one entry it names shows up.
+    """
+    wanted = relevant(judgements, min_grade)
+    return 1.0 if any(item in wanted for item in _unique(ranking)[:k]) else 0.0
+
+
 def reciprocal_rank(ranking: Sequence[str], judgements: Mapping[str, int], min_grade: int = 1) -> float:
     """1 / position of the first relevant anime in the whole ranking; 0.0 when none was returned."""
     wanted = relevant(judgements, min_grade)

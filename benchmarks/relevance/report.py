@@ -37,20 +37,53 @@ def describe_sets(query_sets: Sequence[QuerySet]) -> list[dict[str, Any]]:
     ]
 
 
+# Kinds of query whose rows the summary puts side by side (the issue's targets are stated on these).
+SUMMARY_SETS = ("title-ja", "title-zh", "title-en", "title-misspelled", "plot-en", "genre-description")
+
+
+def summary(evaluation: Evaluation, k: int) -> list[str]:
+    """hit@1 / hit@k per query kind (rows) and system (columns): the page a reader wants first."""
+    sets = [s for s in SUMMARY_SETS if any(r.query_set == s for r in evaluation.rows)]
+    systems = list(dict.fromkeys(r.system for r in evaluation.rows if r.query_set in sets))
+    if not sets:
+        return []
+    cell = {(r.query_set, r.system): r for r in evaluation.rows}
+    lines = [
+        f"hit@1 / hit@{k} by kind of query:",
+        "",
+        "| kind | " + " | ".join(systems) + " |",
+        "|---|" + "---|" * len(systems),
+    ]
+    for name in sets:
+        values = []
+        for system in systems:
+            row = cell.get((name, system))
+            if row is None or row.unavailable or row.hit1 is None:
+                values.append("n/a")
+            else:
+                values.append(f"{row.hit1:.2f} / {row.hit10:.2f}")
+        lines.append(f"| {name} | " + " | ".join(values) + " |")
+    return [*lines, ""]
+
+
 def markdown(meta: dict[str, Any], query_sets: Sequence[QuerySet], evaluation: Evaluation) -> str:
     k = meta["k"]
     lines = [
         f"Relevance on `{meta['workspace']}`: {meta['documents']} anime, text model `{meta['text_model']}`, "
         f"seed {meta['seed']}, up to {meta['per_set']} queries per set, rankings {meta['depth']} deep.",
         "",
-        f"| query set | system | queries | nDCG@{k} | recall@{k} | MRR | s | note |",
-        "|---|---|---|---|---|---|---|---|",
+        *summary(evaluation, k),
+        f"| query set | system | queries | hit@1 | hit@{k} | MRR | nDCG@{k} | recall@{k} "
+        "| hub share | s | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in evaluation.rows:
         note = row.unavailable or (f"{row.empty_answers} empty answers" if row.empty_answers else "")
+        hub = "n/a" if row.hub_share is None else f"{row.hub_share:.2f}"
         lines.append(
-            f"| {row.query_set} | {row.system} | {row.queries} | {_metric(row.ndcg)} | "
-            f"{_metric(row.recall)} | {_metric(row.mrr)} | {row.seconds:.1f} | {note} |"
+            f"| {row.query_set} | {row.system} | {row.queries} | {_metric(row.hit1)} | "
+            f"{_metric(row.hit10)} | {_metric(row.mrr)} | {_metric(row.ndcg)} | {_metric(row.recall)} | "
+            f"{hub} | {row.seconds:.1f} | {note} |"
         )
     if evaluation.gains:
         lines += [
@@ -69,6 +102,8 @@ def markdown(meta: dict[str, Any], query_sets: Sequence[QuerySet], evaluation: E
             )
     lines += [
         "",
+        f"hit@1 / hit@{k}: a relevant anime first / in the top {k}. "
+        "Hub share: the largest share of the set's queries that one anime answers first. "
         f"nDCG@{k}: gains 2^grade - 1 over all judged anime. "
         f"recall@{k}: relevant anime in the top {k} out of min({k}, #relevant). "
         f"MRR: 1/rank of the first relevant anime in the top {meta['depth']}. "

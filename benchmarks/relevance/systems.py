@@ -20,10 +20,11 @@ from benchmarks.relevance.pictures import screenshot
 from benchmarks.relevance.titles import is_cjk, normalize
 from service.documents import AnimeDocument
 from service.errors import NotFound
+from service.runtime import TEXT_LEXICAL_VECTOR, Runtime
 from service.schemas import ImageSearchRequest, MultimodalSearchRequest, Ranking, SearchRequest
 from service.search import SearchService
 from service.similarity import SimilarityService
-from service.text_compose import compose_text
+from service.text_compose import compose_text, normalize_query
 
 
 class Ranker(Protocol):
@@ -116,6 +117,24 @@ class TextSearchRanker:
     async def rank(self, query: Query, depth: int) -> list[str]:
         request = SearchRequest(query=query.text or "", limit=depth, text_mode=self.mode)  # type: ignore[arg-type]
         return [r.anime_id for r in (await self.search.search_text(request)).results]
+
+
+@dataclass
+class LexicalRanker:
+    """The service's lexical channel alone: the query's BM25 vector against `text_lexical` (Qdrant IDF).
+
+    Not an endpoint: it shows what the channel hybrid search fuses in is worth by itself.
+    """
+
+    runtime: Runtime
+    name: str = "lexical channel alone (Qdrant BM25)"
+
+    async def rank(self, query: Query, depth: int) -> list[str]:
+        vector = self.runtime.lexical.query(normalize_query(query.text or ""))
+        if not len(vector):
+            return []
+        hits = await self.runtime.store.search(TEXT_LEXICAL_VECTOR, vector, limit=depth)
+        return [h.anime_id for h in hits]
 
 
 @dataclass

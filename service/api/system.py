@@ -10,7 +10,13 @@ from service import __version__
 from service.health import check_health
 from service.metrics import CONTENT_TYPE
 from service.runtime import Runtime
-from service.schemas import HealthResponse, ModelInfo, ServiceInfo
+from service.schemas import (
+    HealthResponse,
+    ModelInfo,
+    ModelPrompts,
+    ReferenceParityInfo,
+    ServiceInfo,
+)
 
 
 @get("/", tags=["system"], summary="Service info: version, engine, store and the models behind each role")
@@ -34,6 +40,21 @@ async def service_info(state: State) -> ServiceInfo:
                 model_version=m.model_version,
                 parity_max_abs_diff=m.parity_max_abs_diff,
                 license=m.license,
+                upstream=m.upstream,
+                weights_note=m.weights_note,
+                prompts=ModelPrompts(query=m.prompts.query, document=m.prompts.document)
+                if m.kind == "text"
+                else None,
+                reference_parity=ReferenceParityInfo(
+                    engine=m.reference_parity.engine,
+                    texts=m.reference_parity.texts,
+                    min_cosine=m.reference_parity.min_cosine,
+                    token_ids_identical=m.reference_parity.token_ids_identical,
+                )
+                if m.reference_parity
+                else None,
+                precision=m.precision,
+                quantized_min_cosine=m.quantization.min_cosine_to_fp32 if m.quantization else None,
             )
             for m in runtime.manifests.values()
         ],

@@ -21,6 +21,7 @@ import msgspec
 from service.datasets import vocabulary
 from service.datasets.npm import NpmPackage, fetch_package
 from service.documents import AnimeDocument, AnimeStatus, AnimeType, Season
+from service.languages import detect_language
 from service.logs import get_logger
 
 BGMD = NpmPackage(
@@ -138,6 +139,32 @@ def load_bangumi(
     return documents
 
 
+def load_chinese_titles(cache_dir: Path) -> dict[str, str]:
+    """bangumi's Chinese name (`name_cn`) per anime id, from the cached bgmd package (fetched if absent).
+
+    The documents carry it only as one synonym among many, unmarked; the relevance harness needs to know
+    which one it is to build its Chinese-title queries.
+    """
+    entries, _ = parse_bgmd((fetch_package(BGMD, cache_dir) / BGMD_FILE).read_bytes())
+    return chinese_titles(entries)
+
+
+def chinese_titles(entries: Iterable[BgmdEntry]) -> dict[str, str]:
+    """`name_cn` per anime id where an entry has one; a repeated subject keeps its first entry's, as
+    `map_entries` keeps its first document."""
+    names: dict[str, str] = {}
+    for entry in entries:
+        name = short_text(entry.bangumi.name_cn if entry.bangumi else None)
+        if name is not None:
+            names.setdefault(anime_id(entry.id), name)
+    return names
+
+
+def anime_id(subject_id: int) -> str:
+    """The document id of a bangumi subject."""
+    return f"bangumi-{subject_id}"
+
+
 def parse_bgmd(data: bytes) -> tuple[list[BgmdEntry], int]:
     """The entries of bgmd's full.json, and how many were malformed."""
     decoder = msgspec.json.Decoder(BgmdEntry)
@@ -229,11 +256,11 @@ def to_document(
     if name is None:
         raise UnmappableEntry(f"bangumi subject {entry.id} has no name")
     title = choose_title(name, entry.alias, english)
-    kind = anime_type(entry.type)
+    kind = "LIVE_ACTION" if is_live_action(subject.tags, entry.summary) else anime_type(entry.type)
     begin = parse_instant(item.begin) if item else None
     year, season = year_and_season(entry.air_date, begin)
     fields = {
-        "anime_id": f"bangumi-{entry.id}",
+        "anime_id": anime_id(entry.id),
         "title": title,
         "title_english": english,
         "title_japanese": name,
@@ -251,6 +278,7 @@ def to_document(
             ],
         ),
         "synopsis": synopsis(entry.summary, entry.tmdb.overview if entry.tmdb else ""),
+        "synopses": other_synopses(entry.summary, entry.tmdb.overview if entry.tmdb else ""),
         "genres": vocabulary.genres_for(subject.tags),
         "themes": vocabulary.themes_for(subject.tags),
         "tags": clean_tags(subject.tags),
@@ -364,6 +392,18 @@ def synopsis(summary: str, tmdb_overview: str) -> str | None:
     return clean_paragraphs(summary) or overview
 
 
+def other_synopses(summary: str, tmdb_overview: str) -> dict[str, str]:
+    """The synopses `synopsis` did not pick, by language: bgmd has an English TMDB overview beside the
+    Chinese bangumi summary for several hundred anime, and a search in either language needs both."""
+    chosen = synopsis(summary, tmdb_overview)
+    taken = detect_language(chosen) if chosen else None
+    others: dict[str, str] = {}
+    for text in (clean_paragraphs(summary), clean_paragraphs(tmdb_overview)):
+        if text and text != chosen and (language := detect_language(text)) != taken:
+            others.setdefault(language, text)
+    return others
+
+
 # --- tags
 
 _DATE_TAG = re.compile(
@@ -405,6 +445,46 @@ def clean_tags(tags: Iterable[str]) -> list[str]:
 # --- type, dates, status
 
 _TYPES: dict[str, AnimeType] = {"tv": "TV", "movie": "MOVIE", "ova": "OVA", "web": "ONA"}
+
+
+# User tags that say "a film / a drama" and tags that say "animated". bangumi files some live-action
+# works under anime (the Star Wars films, Ultraman, a few Japanese films), tagged as films or dramas.
+_LIVE_ACTION_TAGS = frozenset({"电影", "日影", "日剧", "真人", "真人电影", "真人剧"})
+_ANIMATION_TAGS = frozenset(
+    {
+        "动画",
+        "动画电影",
+        "剧场版",
+        "动画片",
+        "动画短片",
+        "短片",
+        "3D",
+        "2D",
+        "CG",
+        "OVA",
+        "WEB",
+        "国产动画",
+        "国创",
+        "原创动画",
+        "TV动画",
+        "漫改",
+        "漫画改",
+        "轻小说改",
+        "游戏改",
+        "小说改",
+        "MV",
+    }
+)
+# "（堺雅人 饰）": a Chinese synopsis credits actors this way; voice casts are credited otherwise.
+_CAST_CREDIT = re.compile(r"[（(][^（）()]{1,40}饰[)）]")
+
+
+def is_live_action(tags: Iterable[str], summary: str) -> bool:
+    """Tagged as a film or drama and never as animation, or a synopsis crediting three actors."""
+    tagged = set(tags)
+    if tagged & _LIVE_ACTION_TAGS and not tagged & _ANIMATION_TAGS:
+        return True
+    return len(_CAST_CREDIT.findall(summary)) >= 3
 
 
 def anime_type(kind: str) -> AnimeType:

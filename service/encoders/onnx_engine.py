@@ -12,8 +12,10 @@ import onnxruntime as ort
 
 from service.errors import DependencyUnavailable
 
-# Bounds the memory of one run; callers split larger batches.
-_MAX_BATCH = 64
+# Bounds the memory of one run; callers split larger batches. The exporter's default Triton
+# max_batch_size too: an int8 graph quantizes activations per batch (dynamic quantization), so a text's
+# vector depends a little on its batch mates (cosine ~0.999), and equal chunks keep both engines equal.
+_MAX_BATCH = 32
 
 
 class OnnxRuntimeEngine:

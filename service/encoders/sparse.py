@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,3 +42,15 @@ def lexical_weights(
         np.maximum.at(pooled, inverse, weights_kept)
         vectors.append(SparseVector(unique.tolist(), pooled.tolist()))
     return vectors
+
+
+def merge_max(vectors: Iterable[SparseVector]) -> SparseVector:
+    """One sparse vector from several: each token id keeps its largest weight (BGE-m3's own pooling,
+    applied across the texts of one document as within one text)."""
+    pooled: dict[int, float] = {}
+    for vector in vectors:
+        for index, value in zip(vector.indices, vector.values, strict=True):
+            if value > pooled.get(index, 0.0):
+                pooled[index] = value
+    indices = sorted(pooled)
+    return SparseVector(indices, [pooled[i] for i in indices])

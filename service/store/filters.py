@@ -21,6 +21,8 @@ PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType] = {
     "type": models.PayloadSchemaType.KEYWORD,
     "status": models.PayloadSchemaType.KEYWORD,
     "year": models.PayloadSchemaType.INTEGER,
+    # Which languages an anime's synopses are in: the hub reference set is its English ones.
+    "synopsis_languages": models.PayloadSchemaType.KEYWORD,
 }
 
 
@@ -31,8 +33,18 @@ def _any_of(key: str, value: str | Sequence[str]) -> models.FieldCondition:
     return models.FieldCondition(key=key, match=models.MatchAny(any=values))
 
 
-def build_filter(filters: SearchFilters | None) -> models.Filter | None:
+# Types a search leaves out unless its own type filter names them: the catalogue may hold entries that are
+# not anime (live-action films in bangumi's data), which an anime search should not answer with.
+HIDDEN_TYPES = ("LIVE_ACTION",)
+
+
+def build_filter(
+    filters: SearchFilters | None, hidden_types: Sequence[str] = HIDDEN_TYPES
+) -> models.Filter | None:
     must: list[models.Condition] = []
+    must_not: list[models.Condition] = []
+    if hidden_types and (filters is None or not filters.type):  # a type filter says what it wants itself
+        must_not.append(_any_of("type", hidden_types))
     if filters is not None:
         if filters.genres:
             must.append(_any_of("genres", filters.genres))
@@ -46,4 +58,6 @@ def build_filter(filters: SearchFilters | None) -> models.Filter | None:
             must.append(_any_of("type", filters.type))
         if filters.status:
             must.append(_any_of("status", filters.status))
-    return models.Filter(must=must) if must else None
+    if not must and not must_not:
+        return None
+    return models.Filter(must=must or None, must_not=must_not or None)

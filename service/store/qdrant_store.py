@@ -10,12 +10,13 @@ too, so the swap loses nothing that was acknowledged in between.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import inspect
 import sqlite3
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,12 @@ import msgspec
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from service.calibration import Calibration
 from service.documents import point_id
 from service.encoders.sparse import SparseVector
 from service.errors import DependencyUnavailable, ModelMismatch, ServiceError
 from service.fusion import DEFAULT_RRF_K, dbsf_normalize
+from service.store.edge_client import EdgeQdrantClient, EdgeStorageError
 from service.store.filters import PAYLOAD_INDEXES
 from service.store.params import IndexParams
 from service.store.types import (
@@ -36,6 +39,7 @@ from service.store.types import (
     VectorQuery,
     VectorSchema,
     from_qdrant_vector,
+    is_multi,
     to_qdrant_vector,
 )
 
@@ -51,6 +55,14 @@ _DISTANCES = {
 # quantization itself, but local mode forgets them, neither keeps the query-time ones, and after a
 # restart the environment's settings may no longer be those the live collection was built with.
 PARAMS_METADATA_KEY = "avs_index_params"
+# 3x, not more: the formula reads each candidate's payload, so the list's cost grows with it (10x took
+# 18 ms of a search's ~30 on the catalogue, 3x 9 ms), and 3x kept the same top-10 on 64 queries.
+PENALTY_OVERFETCH = 3
+# How stale the collection size behind the exact-or-graph choice may be: a count per few seconds.
+SIZE_RECHECK_S = 5.0
+# The language means and hub settings the collection's synopsis vectors were centred with
+# (service/calibration.py): searches centre their queries with the same ones.
+CALIBRATION_METADATA_KEY = "avs_calibration"
 
 # Every score the store hands out is a similarity, higher is better, whatever QDRANT_DISTANCE says,
 # because fusion (min-max, DBSF), score_threshold (>=) and explanations all assume so:
@@ -96,6 +108,16 @@ def _both(first: models.Filter | None, second: models.Filter | None) -> models.F
     return models.Filter(must=[first, second])
 
 
+def _penalty_formula(query: VectorQuery) -> models.FormulaQuery:
+    assert query.penalty is not None
+    return models.FormulaQuery(
+        formula=models.SumExpression(
+            sum=["$score", models.MultExpression(mult=[-query.penalty.weight, query.penalty.field])]
+        ),
+        defaults={query.penalty.field: 0.0},
+    )
+
+
 class NotSupported(ServiceError):
     status_code = 501
     code = "not_supported"
@@ -123,7 +145,6 @@ def _problems(info: models.CollectionInfo, schema: VectorSchema) -> tuple[list[s
     vectors = info.config.params.vectors
     existing = vectors if isinstance(vectors, dict) else {"": vectors}
     sparse_existing = info.config.params.sparse_vectors or {}
-    wanted = _DISTANCES[schema.distance]
     shape: list[str] = []
     distance: list[str] = []
     for name, dim in schema.dense.items():
@@ -133,13 +154,29 @@ def _problems(info: models.CollectionInfo, schema: VectorSchema) -> tuple[list[s
             continue
         if params.size != dim:
             shape.append(f"vector '{name}' has {params.size} dims, the model gives {dim}")
-        if params.distance != wanted:
+        if (params.multivector_config is not None) != (name in schema.multi):
+            kind = "several vectors per anime (MaxSim)" if name in schema.multi else "one vector per anime"
+            shape.append(f"vector '{name}' should hold {kind}")
+            continue
+        if params.distance != _distance_of(schema, name):
             # Scores would be read in the wrong metric (e.g. a distance taken for a similarity).
             distance.append(
                 f"vector '{name}' uses {params.distance.value} distance, QDRANT_DISTANCE is {schema.distance}"
             )
-    shape += [f"sparse vector '{n}' is missing" for n in schema.sparse if n not in sparse_existing]
+    for name in schema.sparse:
+        if name not in sparse_existing:
+            shape.append(f"sparse vector '{name}' is missing")
+        elif (sparse_existing[name].modifier == models.Modifier.IDF) != (name in schema.idf):
+            shape.append(
+                f"sparse vector '{name}' should {'' if name in schema.idf else 'not '}use the IDF modifier"
+            )
     return shape, distance
+
+
+def _distance_of(schema: VectorSchema, name: str) -> models.Distance:
+    """Multivectors are always cosine: their entries are centred and re-normalised unit vectors, and
+    MaxSim over a distance (lower is better) would pick the worst match. QDRANT_DISTANCE sets the rest."""
+    return models.Distance.COSINE if name in schema.multi else _DISTANCES[schema.distance]
 
 
 def _recorded_params(info: models.CollectionInfo) -> IndexParams | None:
@@ -156,7 +193,7 @@ def _recorded_params(info: models.CollectionInfo) -> IndexParams | None:
 class AnimeStore:
     def __init__(
         self,
-        client: AsyncQdrantClient,
+        client: AsyncQdrantClient | EdgeQdrantClient,
         alias: str,
         schema: VectorSchema,
         engine: str,
@@ -173,6 +210,8 @@ class AnimeStore:
         self.location = location
         self.params = params or IndexParams()
         self._ready = False
+        self._size: tuple[float, int] | None = None  # (when counted, points): see _query_params
+        self._calibration: Calibration | None = None
         self._init_lock = asyncio.Lock()
         # Reindex support: the collection being built, the ids written to it directly, and a lock
         # that orders those writes against the copier's.
@@ -197,22 +236,39 @@ class AnimeStore:
         path: Path | None = None,
         timeout_s: float = 10.0,
         params: IndexParams | None = None,
+        embedded_engine: str = "edge",
     ) -> AnimeStore:
         if url:
             client = AsyncQdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout_s)))
             return cls(client, alias, schema, "qdrant-server", url, params, timeout_s=timeout_s)
         folder = Path(path or "var/qdrant")
         folder.mkdir(parents=True, exist_ok=True)
-        return cls(AsyncQdrantClient(path=str(folder)), alias, schema, "qdrant-local", str(folder), params)
+        if embedded_engine == "local":  # qdrant-client's exact scan: the test double for the server API
+            local = AsyncQdrantClient(path=str(folder))
+            return cls(local, alias, schema, "qdrant-local", str(folder), params)
+        if embedded_engine != "edge":
+            raise ValueError(f"unknown embedded engine {embedded_engine!r} (edge or local)")
+        return cls(EdgeQdrantClient(folder), alias, schema, "qdrant-edge", str(folder), params)
 
     @property
     def is_local(self) -> bool:
         return self.engine == "qdrant-local"
 
     @property
-    def _search_params(self) -> models.SearchParams | None:
-        # Local mode searches exactly (brute force) and warns about search params it ignores.
-        return None if self.is_local else self.params.search_params()
+    def is_embedded(self) -> bool:
+        """In this process on a folder (qdrant-edge or local mode): no snapshots, no concurrent owner."""
+        return self.engine != "qdrant-server"
+
+    async def _query_params(self) -> models.SearchParams | None:
+        """The search params of the next queries: exact for a catalogue-sized collection
+        (IndexParams.exact_search_up_to), whose size is re-estimated at most every SIZE_RECHECK_S."""
+        if self.is_local:  # local mode scans exactly anyway, and warns about params it ignores
+            return None
+        now = time.monotonic()
+        if self._size is None or now - self._size[0] > SIZE_RECHECK_S:
+            counted = await self._guard(self._client.count(self.alias, exact=False), "count")
+            self._size = (now, int(counted.count))
+        return self.params.search_params(self._size[1])
 
     async def _guard(self, awaitable: Any, action: str) -> Any:
         if self.breakers is None:
@@ -243,8 +299,9 @@ class AnimeStore:
             self._ready = False
             within = f"{self.timeout_s:g}s" if self.timeout_s is not None else "the client's timeout"
             raise DependencyUnavailable("qdrant", f"{action}: no answer within {within}") from exc
-        except (ResponseHandlingException, ConnectionError, OSError, sqlite3.Error) as exc:
-            # sqlite3: the embedded store's file is locked, read-only or the disk is full.
+        except (ResponseHandlingException, ConnectionError, OSError, sqlite3.Error, EdgeStorageError) as exc:
+            # sqlite3 (local mode) / EdgeStorageError (qdrant-edge): the embedded store's folder is
+            # locked, read-only, corrupt or the disk is full.
             self._ready = False
             raise DependencyUnavailable("qdrant", f"{action} failed: {exc or type(exc).__name__}") from exc
         except UnexpectedResponse as exc:
@@ -292,8 +349,36 @@ class AnimeStore:
             self._ready = True
 
     def invalidate(self) -> None:
-        """Forget the schema check (after a swap); the next call re-checks."""
+        """Forget the schema check and the calibration (after a swap); the next call re-reads them."""
         self._ready = False
+        self._calibration = None
+
+    async def calibration(self, collection: str | None = None) -> Calibration | None:
+        """The calibration recorded in a collection (the live one by default; that one is cached)."""
+        if collection is None and self._calibration is not None:
+            return self._calibration
+        name = collection or await self.live_collection()
+        if name is None:
+            return None
+        recorded = (getattr((await self._read(name)).config, "metadata", None) or {}).get(
+            CALIBRATION_METADATA_KEY
+        )
+        try:
+            found = msgspec.convert(recorded, Calibration) if recorded is not None else None
+        except msgspec.ValidationError:
+            found = None  # written by another version of the service: as if there were none
+        if collection is None:
+            self._calibration = found
+        return found
+
+    async def save_calibration(self, calibration: Calibration, collection: str | None = None) -> None:
+        """Record `calibration` in a collection's metadata (the live one by default)."""
+        name = collection or await self.live_collection() or self.alias
+        metadata = dict(getattr((await self._read(name)).config, "metadata", None) or {})
+        metadata[CALIBRATION_METADATA_KEY] = msgspec.to_builtins(calibration)
+        await self._guard(self._client.update_collection(name, metadata=metadata), "saving calibration")
+        if collection is None or collection == await self.live_collection():
+            self._calibration = calibration
 
     async def live_collection(self) -> str | None:
         """The collection behind the alias, without checking its schema (reindex reads any)."""
@@ -309,15 +394,24 @@ class AnimeStore:
         return f"{self.alias}_{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d%H%M%S%f')}"
 
     async def create_collection(self, name: str, schema: VectorSchema, params: IndexParams) -> None:
-        distance = _DISTANCES[schema.distance]
+        max_sim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
         await self._guard(
             self._client.create_collection(
                 collection_name=name,
                 vectors_config={
-                    vector: models.VectorParams(size=dim, distance=distance)
+                    vector: models.VectorParams(
+                        size=dim,
+                        distance=_distance_of(schema, vector),
+                        multivector_config=max_sim if vector in schema.multi else None,
+                    )
                     for vector, dim in schema.dense.items()
                 },
-                sparse_vectors_config={vector: models.SparseVectorParams() for vector in schema.sparse}
+                sparse_vectors_config={
+                    vector: models.SparseVectorParams(
+                        modifier=models.Modifier.IDF if vector in schema.idf else None
+                    )
+                    for vector in schema.sparse
+                }
                 or None,
                 hnsw_config=params.hnsw(),
                 quantization_config=params.quantization_config(),
@@ -425,6 +519,34 @@ class AnimeStore:
             if self.shadow == shadow:
                 raise
 
+    async def optimize(self) -> bool:
+        """Build the embedded engine's indexes (HNSW, payload indexes) now, after a bulk write: searches
+        are exact until then. A no-op for engines that optimise on their own (a server, local mode)."""
+        optimize = getattr(self._client, "optimize", None)
+        if optimize is None:
+            return False
+        return bool(await self._guard(optimize(), "optimize"))
+
+    async def set_payloads(
+        self, values: Mapping[str, Mapping[str, Any]], collection: str | None = None
+    ) -> None:
+        """Set payload keys of many anime in one acknowledged request (anime id -> keys to set)."""
+        if not values:
+            return
+        operations = [
+            models.SetPayloadOperation(
+                set_payload=models.SetPayload(payload=dict(keys), points=[point_id(anime_id)])
+            )
+            for anime_id, keys in values.items()
+        ]
+        await self._guard(
+            self._client.batch_update_points(
+                collection or self.alias, update_operations=operations, wait=True
+            ),
+            "set payload",
+        )
+        await self._written()
+
     async def write_to(self, collection: str, points: Sequence[StoredPoint]) -> None:
         """Raw write to a named collection (the reindex copier)."""
         if points:
@@ -448,7 +570,41 @@ class AnimeStore:
 
     def _is_distance(self, vector_name: str) -> bool:
         """Whether Qdrant scores this vector by a distance (lower is better) that must be mapped."""
-        return self.schema.distance == "euclid" and vector_name not in self.schema.sparse
+        return (
+            self.schema.distance == "euclid"
+            and vector_name not in self.schema.sparse
+            and vector_name not in self.schema.multi
+        )
+
+    def _query_vector(self, query: VectorQuery) -> Any:
+        """The vector as Qdrant wants it: a multivector field takes a list of query vectors."""
+        vector = query.vector
+        if query.using in self.schema.multi and not isinstance(vector, SparseVector) and not is_multi(vector):
+            return [to_qdrant_vector(vector)]
+        return to_qdrant_vector(vector)
+
+    def _prefetch(
+        self, query: VectorQuery, threshold: float | None, params: models.SearchParams | None
+    ) -> models.Prefetch:
+        """One candidate list; with a penalty, its scores become `score - weight x payload[field]`.
+
+        The threshold applies to the list's own similarity, before the penalty and any fusion. A
+        penalised list is the best `limit` after the penalty among PENALTY_OVERFETCH times as many by
+        similarity: taking only `limit` would keep the penalised hubs in the list (at the bottom), and
+        their low scores would skew the spread DBSF normalises by.
+        """
+        penalised = query.penalty is not None
+        plain = models.Prefetch(
+            query=self._query_vector(query),
+            using=query.using,
+            limit=query.limit * PENALTY_OVERFETCH if penalised else query.limit,
+            filter=query.query_filter,
+            score_threshold=_qdrant_threshold(threshold, self._is_distance(query.using)),
+            params=None if isinstance(query.vector, SparseVector) else params,
+        )
+        if query.penalty is None:
+            return plain
+        return models.Prefetch(prefetch=[plain], query=_penalty_formula(query), limit=query.limit)
 
     async def search_many(self, queries: Sequence[VectorQuery], *, payload: bool = True) -> list[list[Hit]]:
         """Several nearest-neighbour queries in one round trip (Qdrant's batch query API).
@@ -459,18 +615,8 @@ class AnimeStore:
         await self.ensure_ready()
         if not queries:
             return []
-        requests = [
-            models.QueryRequest(
-                query=to_qdrant_vector(q.vector),
-                using=q.using,
-                limit=q.limit,
-                filter=q.query_filter,
-                score_threshold=_qdrant_threshold(q.score_threshold, self._is_distance(q.using)),
-                params=self._search_params,
-                with_payload=True if payload else ["anime_id"],
-            )
-            for q in queries
-        ]
+        params = await self._query_params()
+        requests = [self._request(q, payload, params) for q in queries]
         responses = await self._guard(
             self._client.query_batch_points(self.alias, requests=requests), "batch search"
         )
@@ -478,6 +624,29 @@ class AnimeStore:
             _at_least([_hit(p, self._is_distance(q.using)) for p in response.points], q.score_threshold)
             for q, response in zip(queries, responses, strict=True)
         ]
+
+    def _request(
+        self, q: VectorQuery, payload: bool, params: models.SearchParams | None
+    ) -> models.QueryRequest:
+        with_payload: Any = True if payload else ["anime_id"]
+        if q.penalty is not None:
+            # The plain list (with its threshold) as the prefetch, the formula on top: penalised once.
+            plain = dataclasses.replace(q, penalty=None, limit=q.limit * PENALTY_OVERFETCH)
+            return models.QueryRequest(
+                prefetch=[self._prefetch(plain, q.score_threshold, params)],
+                query=_penalty_formula(q),
+                limit=q.limit,
+                with_payload=with_payload,
+            )
+        return models.QueryRequest(
+            query=self._query_vector(q),
+            using=q.using,
+            limit=q.limit,
+            filter=q.query_filter,
+            score_threshold=_qdrant_threshold(q.score_threshold, self._is_distance(q.using)),
+            params=None if isinstance(q.vector, SparseVector) else params,
+            with_payload=with_payload,
+        )
 
     async def search_fused(
         self,
@@ -496,28 +665,25 @@ class AnimeStore:
         await self.ensure_ready()
         if len(queries) == 1:
             q = queries[0]
-            return await self.search(
-                q.using,
-                q.vector,
-                limit=limit,
-                query_filter=_both(q.query_filter, query_filter),
-                score_threshold=score_threshold,
+            (hits,) = await self.search_many(
+                [
+                    VectorQuery(
+                        q.using,
+                        q.vector,
+                        limit,
+                        _both(q.query_filter, query_filter),
+                        score_threshold,
+                        q.penalty,
+                    )
+                ]
             )
+            return hits
         if fusion == "dbsf" and any(self._is_distance(q.using) for q in queries):
             # DBSF normalises raw scores as if higher were better, so on distances it ranks the farthest
             # first (qdrant-client local mode and the server alike: qdrant/qdrant#10611).
             return await self._dbsf_here(queries, limit, query_filter, score_threshold)
-        prefetch = [
-            models.Prefetch(
-                query=to_qdrant_vector(q.vector),
-                using=q.using,
-                limit=q.limit,
-                filter=q.query_filter,
-                score_threshold=_qdrant_threshold(score_threshold, self._is_distance(q.using)),
-                params=self._search_params,
-            )
-            for q in queries
-        ]
+        params = await self._query_params()
+        prefetch = [self._prefetch(q, score_threshold, params) for q in queries]
         # k=60 like the façade's fusion (service/fusion.py), not Qdrant's default 2: agreement between
         # lists should beat a single list's top hit, and both paths must rank alike.
         query: Any = (
@@ -548,7 +714,14 @@ class AnimeStore:
         """Qdrant's DBSF (sum of per-list mean ± 3σ normalised scores), over our similarity scores."""
         lists = await self.search_many(
             [
-                VectorQuery(q.using, q.vector, q.limit, _both(q.query_filter, query_filter), score_threshold)
+                VectorQuery(
+                    q.using,
+                    q.vector,
+                    q.limit,
+                    _both(q.query_filter, query_filter),
+                    score_threshold,
+                    q.penalty,
+                )
                 for q in queries
             ]
         )
@@ -597,7 +770,7 @@ class AnimeStore:
         *,
         limit: int,
         offset: Any = None,
-        with_vectors: bool = True,
+        with_vectors: bool | Sequence[str] = True,
         scroll_filter: models.Filter | None = None,
     ) -> tuple[list[StoredRecord], Any]:
         """One page of a collection in id order; the returned offset is None after the last page."""
@@ -607,7 +780,7 @@ class AnimeStore:
                 limit=limit,
                 offset=offset,
                 with_payload=True,
-                with_vectors=with_vectors,
+                with_vectors=with_vectors if isinstance(with_vectors, bool) else list(with_vectors),
                 scroll_filter=scroll_filter,
             ),
             "scroll",
@@ -655,10 +828,22 @@ class AnimeStore:
             "indexed_vectors": info.indexed_vectors_count,
             "segments": info.segments_count,
             "vectors": {
-                name: {"size": v.size, "distance": str(v.distance.value), "on_disk": v.on_disk}
+                name: {
+                    "size": v.size,
+                    "distance": str(v.distance.value),
+                    "on_disk": v.on_disk,
+                    # Several vectors per anime, scored by the best match (MaxSim).
+                    "multivector": v.multivector_config is not None,
+                }
                 for name, v in vectors.items()
             },
             "sparse_vectors": sorted(params.sparse_vectors or {}),
+            "idf": sorted(
+                name
+                for name, sparse in (params.sparse_vectors or {}).items()
+                if sparse.modifier == models.Modifier.IDF
+            ),
+            "calibration": msgspec.to_builtins(await self.calibration(name)) if name else None,
             "shards": params.shard_number,
             "replicas": params.replication_factor,
             "on_disk_payload": params.on_disk_payload,
@@ -713,9 +898,9 @@ class AnimeStore:
     # -- snapshots (server only) ----------------------------------------------------------------
 
     def _require_server(self, what: str) -> None:
-        if self.is_local:
+        if self.is_embedded:
             raise NotSupported(
-                f"{what} needs a Qdrant server: the embedded local mode has no snapshots "
+                f"{what} needs a Qdrant server: the embedded store has no snapshots "
                 "(stop the service and copy QDRANT_PATH instead)"
             )
 

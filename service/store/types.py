@@ -13,17 +13,28 @@ from service.encoders.sparse import SparseVector
 
 @dataclass(frozen=True)
 class VectorSchema:
-    """Named vectors the deployed models produce: dense name -> dim, plus sparse names."""
+    """Named vectors the deployed models produce: dense name -> dim, plus sparse names.
+
+    `multi`: dense vectors stored as several vectors per point and scored by MaxSim (the best of them),
+    e.g. every title of an anime. `idf`: sparse vectors whose weights Qdrant multiplies by the
+    inverse document frequency it keeps for the collection (BM25's IDF half).
+    """
 
     dense: Mapping[str, int]
     sparse: Sequence[str] = ()
     distance: str = "cosine"
+    multi: frozenset[str] = frozenset()
+    idf: frozenset[str] = frozenset()
+
+
+# One stored vector: dense, several dense (a multivector), or sparse.
+VectorValue = Sequence[float] | Sequence[Sequence[float]] | SparseVector
 
 
 @dataclass(frozen=True)
 class StoredPoint:
     anime_id: str
-    vectors: Mapping[str, Sequence[float] | SparseVector]
+    vectors: Mapping[str, VectorValue]
     payload: Mapping[str, Any]
 
 
@@ -36,30 +47,62 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class ScorePenalty:
+    """Subtract `weight` x the payload number `field` from every score of a list (0 where absent).
+
+    The hub correction: an anime whose synopsis is near everything English is pushed down by how near.
+    """
+
+    field: str
+    weight: float
+
+
+@dataclass(frozen=True)
 class VectorQuery:
-    """One nearest-neighbour query against one named vector."""
+    """One nearest-neighbour query against one named vector (several query vectors for MaxSim)."""
 
     using: str
-    vector: Sequence[float] | SparseVector
+    vector: VectorValue
     limit: int
     query_filter: models.Filter | None = None
     score_threshold: float | None = None
+    penalty: ScorePenalty | None = None
 
 
 @dataclass(frozen=True)
 class StoredRecord:
     anime_id: str
     payload: dict[str, Any]
-    vectors: dict[str, list[float] | SparseVector]
+    vectors: dict[str, list[float] | list[list[float]] | SparseVector]
 
 
-def to_qdrant_vector(value: Sequence[float] | SparseVector) -> Any:
+def is_multi(value: Any) -> bool:
+    """Several dense vectors (a list of lists), as a multivector holds them."""
+    return isinstance(value, (list, tuple)) and bool(value) and isinstance(value[0], (list, tuple))
+
+
+def to_qdrant_vector(value: VectorValue) -> Any:
     if isinstance(value, SparseVector):
         return models.SparseVector(indices=value.indices, values=value.values)
-    return [float(x) for x in value]
+    if is_multi(value):
+        return [[float(x) for x in row] for row in value]  # type: ignore[union-attr]
+    return [float(x) for x in value]  # type: ignore[arg-type]
 
 
-def from_qdrant_vector(value: Any) -> list[float] | SparseVector:
+def from_qdrant_vector(value: Any) -> list[float] | list[list[float]] | SparseVector:
     if isinstance(value, models.SparseVector):
         return SparseVector(list(value.indices), list(value.values))
+    if is_multi(value):
+        return [list(row) for row in value]
     return list(value)
+
+
+def vector_fits(schema: VectorSchema, name: str, value: Any) -> bool:
+    """Whether a stored vector can go into a collection of `schema` as it is (name, kind and dims)."""
+    if isinstance(value, SparseVector):
+        return name in schema.sparse
+    if name not in schema.dense:
+        return False
+    if name in schema.multi:
+        return is_multi(value) and all(len(row) == schema.dense[name] for row in value)
+    return not is_multi(value) and len(value) == schema.dense[name]
