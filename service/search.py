@@ -17,7 +17,7 @@ from service.caching import QueryEmbedding, SearchCache
 from service.calibration import center_query
 from service.errors import DependencyUnavailable, InvalidInput, NotFound
 from service.explain import explain
-from service.fusion import Candidate, RankedList, fuse, fuse_confident
+from service.fusion import Candidate, Fused, RankedList, fuse, fuse_confident
 from service.images import decode_base64_image
 from service.languages import detect_language
 from service.runtime import (
@@ -270,8 +270,7 @@ class SearchService:
     async def _fuse_text(
         self, lists: list[VectorQuery], limit: int, score_threshold: float | None
     ) -> list[AnimeResult]:
-        """Candidates of every list in one batch (ids and scores), fused here, then the documents of
-        the results in one more call; each result explains which lists it was in."""
+        """Candidates of every list in one batch (ids and scores), fused here, then the results."""
         store = self.runtime.store
         queries = [dataclasses.replace(q, score_threshold=score_threshold) for q in lists]
         found = await store.search_many(queries, payload=False)
@@ -281,8 +280,12 @@ class SearchService:
         ]
         sparse = {q.using: q.limit for q in queries if q.using in store.schema.sparse}
         weights = {q.using: TEXT_WEIGHTS.get(q.using, 1.0) for q in queries}
-        fused = fuse_confident(ranked, weights, limit=limit, zero_filled=sparse)
-        records = await store.get_many([f.key for f in fused], with_vectors=False)
+        return await self._results_of(fuse_confident(ranked, weights, limit=limit, zero_filled=sparse))
+
+    async def _results_of(self, fused: list[Fused]) -> list[AnimeResult]:
+        """Fused candidates (ids and scores) as results: their documents in one call, each result
+        explaining which lists it was in."""
+        records = await self.runtime.store.get_many([f.key for f in fused], with_vectors=False)
         return [
             to_result(f.key, f.score, record.payload, explanation=explain(f, None, record.payload))
             for f in fused
@@ -392,12 +395,7 @@ class SearchService:
         fused = fuse(ranked, weights, request.ranking, limit=request.limit)
         if request.score_threshold is not None:
             fused = [f for f in fused if f.score >= request.score_threshold]
-        records = await self.runtime.store.get_many([f.key for f in fused], with_vectors=False)
-        results = [
-            to_result(f.key, f.score, record.payload, explanation=explain(f, None, record.payload))
-            for f in fused
-            if (record := records.get(f.key)) is not None  # None: deleted between the two calls
-        ]
+        results = await self._results_of(fused)
         manifest = self.runtime.text.manifest
         return SearchResponse(
             results=results,
