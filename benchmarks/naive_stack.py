@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from service.schemas import AnimeResult
+from service.store.folders import copy_folder
 
 # The answer carries the same fields as the façade's (service.search.to_result), defaults included,
 # so both serialise the same JSON.
@@ -44,8 +45,7 @@ class SearchBody(BaseModel):
 def copy_index(index: Path, destination: Path) -> Path:
     """A private copy of a local-mode Qdrant folder (each folder admits one client at a time)."""
     shutil.rmtree(destination, ignore_errors=True)
-    shutil.copytree(index, destination)
-    return destination
+    return copy_folder(index, destination)
 
 
 def _result(anime_id: str, score: float, payload: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from service.ingest import ingest
 from service.manifest import TEXT_EMBEDDER
 from service.runtime import build_runtime
 from service.settings import Settings, load_settings
+from service.store.folders import copy_folder
 from service.triton_local.launcher import free_port
 from tests.builders import build_tiny_clip, build_tiny_xlmr
 from tests.processes import REDIS_SERVER, RedisServer
@@ -181,9 +182,8 @@ def real_index(
 
 
 def copy_index(index: Path, destination: Path) -> Path:
-    """Local-mode Qdrant locks its folder per client: a copy lets two apps hold one index each."""
-    shutil.copytree(index, destination)
-    return destination
+    """The embedded store locks its folder per client: a copy lets two apps hold one index each."""
+    return copy_folder(index, destination)
 
 
 @pytest.fixture(scope="session")
