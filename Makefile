@@ -72,8 +72,8 @@ clean-demo:
 # -- tests ---------------------------------------------------------------------------------------
 
 lint: $(VENV)/.ready-dev
-	$(VENV)/bin/ruff check service export tests benchmarks
-	$(VENV)/bin/ruff format --check service export tests benchmarks
+	$(VENV)/bin/ruff check service export finetune tests benchmarks
+	$(VENV)/bin/ruff format --check service export finetune tests benchmarks
 
 system-deps:
 	@command -v prometheus >/dev/null && command -v redis-server >/dev/null || \

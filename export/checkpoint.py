@@ -25,6 +25,8 @@ class CheckpointError(RuntimeError):
 # Written by converters (export/e5_package.py) beside a checkpoint they produced: where its weights came
 # from and which engine is the reference for its parity.
 PROVENANCE_FILE = "provenance.json"
+# Written by `finetune` beside a merged checkpoint: the base and the run (service.manifest.Lineage).
+LINEAGE_FILE = "lineage.json"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class TextCheckpoint:
     query_prompt: str = ""
     document_prompt: str = ""
     provenance: Provenance | None = None
+    lineage: dict[str, Any] | None = None
 
 
 def resolve(source: str, revision: str | None = None, trust_remote_code: bool = False) -> Path:
@@ -192,6 +195,7 @@ def inspect_text(
     length = max_length or _max_length(path, config)
     query_prompt, document_prompt = prompts(path)
     provenance = read_provenance(path)
+    lineage = _read_json(path / LINEAGE_FILE)
     return TextCheckpoint(
         path=path,
         source=provenance.source if provenance else describe_source(source, path),
@@ -204,4 +208,5 @@ def inspect_text(
         query_prompt=query_prompt,
         document_prompt=document_prompt,
         provenance=provenance,
+        lineage=lineage if isinstance(lineage, dict) else None,
     )

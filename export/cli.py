@@ -18,10 +18,27 @@ def _sizes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
 
 
+def _version(text: str) -> int | str:
+    if text == "next":
+        return text
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a version number or `next`, got {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError("Triton versions start at 1")
+    return value
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="Hugging Face repo id (e.g. BAAI/bge-m3) or a local checkpoint folder")
     parser.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository root")
-    parser.add_argument("--version", type=int, default=1, help="Triton model version folder to write")
+    parser.add_argument(
+        "--version",
+        type=_version,
+        default=1,
+        help="Triton model version folder to write, or `next` (after the role's newest, e.g. a fine-tune)",
+    )
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument(
@@ -77,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["int8"],
         default=None,
         help="replace the fp32 graph by ONNX Runtime's dynamic int8 quantization (CPU serving)",
+    )
+    text.add_argument(
+        "--serve-versions",
+        type=_sizes,
+        default=None,
+        help="versions config.pbtxt serves side by side, e.g. 1,2 (default: every exported version)",
     )
 
     package = commands.add_parser(
@@ -147,10 +170,16 @@ def main(argv: list[str] | None = None) -> int:
                 query_prompt=args.query_prompt,
                 document_prompt=args.document_prompt,
                 quantize=args.quantize,
+                serve_versions=args.serve_versions,
             )
         else:
             from export.clip_export import export_clip
 
+            if args.version == "next":
+                from service.manifest import version_dirs
+
+                existing = version_dirs(args.out / args.image_role)
+                args.version = (existing[-1] + 1) if existing else 1
             clip = export_clip(
                 args.source,
                 args.out,

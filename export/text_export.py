@@ -5,25 +5,31 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
 from export import onnx_graph, parity, triton_config
-from export.checkpoint import Pooling, inspect_text
+from export.checkpoint import CheckpointError, Pooling, TextCheckpoint, inspect_text
 from export.repository import staged_version
 from export.text_model import load_text_module
 from service.manifest import (
     TEXT_EMBEDDER,
     TOKENIZER_DIR,
+    Lineage,
+    ManifestError,
     ModelManifest,
     Prompts,
     Quantization,
     ReferenceParity,
     TensorSpec,
     TokenizerSpec,
+    load_manifest,
+    version_dirs,
     write_manifest,
 )
 from service.progress import steps
@@ -67,7 +73,7 @@ def export_text(
     repository: Path,
     *,
     role: str = TEXT_EMBEDDER,
-    version: int = 1,
+    version: int | Literal["next"] = 1,
     revision: str | None = None,
     pooling: Pooling | str = "auto",
     max_length: int | None = None,
@@ -80,11 +86,16 @@ def export_text(
     query_prompt: str | None = None,
     document_prompt: str | None = None,
     quantize: str | None = None,
+    serve_versions: Sequence[int] | None = None,
 ) -> TextExportResult:
     """Export `source` as `<repository>/<role>/<version>`; nothing is written unless every check passes.
 
     Prompts default to the checkpoint's own (sentence-transformers config); `quantize="int8"` replaces
     the fp32 graph by ONNX Runtime's dynamic int8 quantization of it, with its cosine to fp32 recorded.
+
+    `version="next"` writes the version after the role's newest (a fine-tune beside its base). Triton
+    then serves `serve_versions`, by default every version of the role: the façade picks one per
+    request, so each must stay loadable until it is removed on purpose.
     """
     from transformers import AutoTokenizer
 
@@ -93,6 +104,13 @@ def export_text(
     batching = batching or triton_config.BatchingOptions()
     # Reading the checkpoint (a Hub download shows its own progress) decides which steps follow.
     ckpt = inspect_text(source, revision, pooling=pooling, max_length=max_length, sparse=sparse)  # type: ignore[arg-type]
+    existing = version_dirs(repository / role)
+    if version == "next":
+        version = (existing[-1] + 1) if existing else 1
+    lineage = _lineage(ckpt, repository, role, [v for v in existing if v != version])
+    served = sorted(set(serve_versions if serve_versions else [*existing, version]))
+    if version not in served:
+        raise ValueError(f"serve_versions {served} leaves out the version being exported ({version})")
     prompts = Prompts(
         query=ckpt.query_prompt if query_prompt is None else query_prompt,
         document=ckpt.document_prompt if document_prompt is None else document_prompt,
@@ -180,9 +198,13 @@ def export_text(
                 prompts=prompts,
                 precision="int8" if quantization else "fp32",
                 quantization=quantization,
+                lineage=lineage,
             )
+            _check_side_by_side(repository, role, manifest, [v for v in served if v != version])
             write_manifest(staging, manifest)
-            config = text_triton_config(role, manifest.dim, manifest.has_sparse, batching)
+            config = text_triton_config(
+                role, manifest.dim, manifest.has_sparse, batching, served if len(served) > 1 else None
+            )
             triton_config.write_config(repository / role, config)
         step("done")
     return TextExportResult(repository / role / str(version), manifest)
@@ -253,8 +275,51 @@ def quantize_int8(onnx_path: Path, tokenizer, prompts: Prompts) -> Quantization:
     )
 
 
+def _lineage(ckpt: TextCheckpoint, repository: Path, role: str, others: Sequence[int]) -> Lineage | None:
+    """The checkpoint's lineage.json as the manifest's Lineage, with the base's version in this
+    repository: the newest other version exported from the same source."""
+    record = ckpt.lineage
+    if not record:
+        return None
+    base_version = base_model_version = None
+    for candidate in sorted(others, reverse=True):
+        try:
+            other, _ = load_manifest(repository, role, candidate)
+        except ManifestError:
+            continue
+        if other.source == record["base_source"]:
+            base_version, base_model_version = candidate, other.model_version
+            break
+    return Lineage(
+        base_source=str(record["base_source"]),
+        base_version=base_version,
+        base_model_version=base_model_version,
+        run_id=str(record["run_id"]),
+        method=str(record["method"]),
+        data_sha256=str(record["data_sha256"]),
+        steps=int(record["steps"]),
+    )
+
+
+def _check_side_by_side(repository: Path, role: str, manifest: ModelManifest, others: Sequence[int]) -> None:
+    """Versions one config.pbtxt serves share its inputs and outputs: same width, same sparse head."""
+    for other_version in others:
+        other, _ = load_manifest(repository, role, other_version)
+        if (other.dim, other.has_sparse) != (manifest.dim, manifest.has_sparse):
+            raise CheckpointError(
+                f"{role} version {other_version} has dim {other.dim} (sparse={other.has_sparse}), this "
+                f"export dim {manifest.dim} (sparse={manifest.has_sparse}): one Triton config cannot serve "
+                "both; "
+                "export to another role or pass serve_versions without it"
+            )
+
+
 def text_triton_config(
-    role: str, dim: int, has_sparse: bool, batching: triton_config.BatchingOptions
+    role: str,
+    dim: int,
+    has_sparse: bool,
+    batching: triton_config.BatchingOptions,
+    versions: Sequence[int] | None = None,
 ) -> triton_config.mc.ModelConfig:
     io = triton_config.TensorIO
     outputs = [io("dense", "float32", [dim])]
@@ -265,6 +330,7 @@ def text_triton_config(
         [io("input_ids", "int64", [-1]), io("attention_mask", "int64", [-1])],
         outputs,
         batching,
+        versions=versions,
     )
 
 

@@ -62,7 +62,9 @@ def build_config(
     outputs: Sequence[TensorIO],
     options: BatchingOptions,
     backend: str = "onnxruntime",
+    versions: Sequence[int] | None = None,
 ) -> mc.ModelConfig:
+    """`versions`: the version folders Triton serves side by side (A/B); None serves the latest only."""
     config = mc.ModelConfig(name=name, backend=backend, max_batch_size=options.max_batch_size)
     for spec in inputs:
         config.input.add(name=spec.name, data_type=_DTYPES[spec.dtype], dims=list(spec.dims))
@@ -72,7 +74,10 @@ def build_config(
     batching.preferred_batch_size.extend(sorted(set(options.preferred_batch_sizes)))
     batching.max_queue_delay_microseconds = options.max_queue_delay_us
     config.instance_group.add(count=options.instance_count, kind=_KINDS[options.instance_kind])
-    config.version_policy.latest.num_versions = 1
+    if versions:
+        config.version_policy.specific.versions.extend(sorted(set(versions)))
+    else:
+        config.version_policy.latest.num_versions = 1
     if options.tensorrt_fp16:
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
             name="tensorrt"

@@ -69,6 +69,23 @@ class Quantization(msgspec.Struct, frozen=True, kw_only=True):
     fp32_fingerprint: str
 
 
+class Lineage(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a fine-tuned version came from: the base it was trained from and the run that trained it.
+
+    Written by `finetune` into the merged checkpoint (lineage.json) and copied here by export, so the
+    version Triton serves says what it is without the run folder at hand.
+    """
+
+    base_source: str
+    # The version of the same role in this repository that serves the base, when export found one.
+    base_version: int | None = None
+    base_model_version: str | None = None
+    run_id: str
+    method: str
+    data_sha256: str
+    steps: int
+
+
 class ModelManifest(msgspec.Struct, kw_only=True, frozen=True):
     role: str
     kind: Literal["text", "image"]
@@ -104,6 +121,7 @@ class ModelManifest(msgspec.Struct, kw_only=True, frozen=True):
     prompts: Prompts = Prompts()
     precision: Literal["fp32", "int8"] = "fp32"
     quantization: Quantization | None = None
+    lineage: Lineage | None = None
     fingerprint: str
     exported_at: str
     exporter: dict[str, str] = {}

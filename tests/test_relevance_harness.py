@@ -123,6 +123,31 @@ def test_relative_gain():
     assert metrics.relative_gain(0.5, 0.0) is None
 
 
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_queries():
+    rng = random.Random(3)
+    few = [float(rng.random() < 0.5) for _ in range(20)]
+    many = [float(rng.random() < 0.5) for _ in range(2000)]
+    low, high = metrics.bootstrap_interval(few)
+    assert low <= metrics.mean(few) <= high
+    many_low, many_high = metrics.bootstrap_interval(many)
+    assert many_high - many_low < (high - low) / 4
+    assert metrics.bootstrap_interval(few, seed=1) == metrics.bootstrap_interval(few, seed=1)
+
+
+def test_paired_difference_sees_a_consistent_gain_that_unpaired_intervals_would_blur():
+    rng = random.Random(5)
+    base = [rng.random() for _ in range(60)]
+    better = [min(1.0, b + 0.05) for b in base]
+    delta, low, high = metrics.paired_difference(better, base)
+    assert 0 < low <= delta <= high and delta == pytest.approx(metrics.mean(better) - metrics.mean(base))
+    # The two means' own intervals overlap, yet the paired interval stays above zero.
+    assert metrics.bootstrap_interval(better)[0] < metrics.bootstrap_interval(base)[1]
+    same = metrics.paired_difference(base, base)
+    assert same == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same queries"):
+        metrics.paired_difference(base, base[:-1])
+
+
 # -- judgements from hand-made documents ------------------------------------------------------------------
 
 
@@ -280,6 +305,11 @@ def test_query_sets_are_deterministic_and_samples_nest():
     # multimodal needs pictures, title-zh the Chinese titles: without them they are left out (n/a)
     without = [s.name for s in build_sets(CATALOGUE, names, per_set=2, seed=7)]
     assert without == [*(n for n in TEXT_SETS if n != "title-zh"), "similar-to"]
+    # A fine-tune's held-out split: only queries about those anime, judged against the whole catalogue.
+    eligible = frozenset({"eva", "kon"})
+    held = build_sets(CATALOGUE, names, per_set=None, seed=7, pictured=["eva", "kon"], eligible=eligible)
+    for restricted, full in zip(held, first, strict=True):
+        assert restricted.queries == [q for q in full.queries if q.anime_id in eligible]
     with_chinese = Catalogue.of(DOCS, chinese_titles={"aot-1": "进击的巨人"})
     zh = build_sets(with_chinese, ["title-zh"], per_set=None, seed=7)
     assert [q.text for q in zh[0].queries] == ["进击的巨人"]

@@ -26,6 +26,7 @@ from benchmarks.relevance.workspace import (
     MODELS,
     MODELS_MAX_TOKENS,
     WorkspaceError,
+    export_finetuned,
     export_minilm,
     export_model,
     fill,
@@ -53,6 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--root", type=Path, default=Path("var/relevance"), help="workspaces of --models")
     parser.add_argument(
+        "--finetuned",
+        type=Path,
+        default=None,
+        help="a `python -m finetune` run folder: its merged checkpoint is exported like the first of "
+        "--models and compared with it (paired bootstrap intervals) on the run's held-out anime",
+    )
+    parser.add_argument(
+        "--held-out",
+        type=Path,
+        default=None,
+        help="split.json of a fine-tuning run: queries only about its held-out anime (default with "
+        "--finetuned: that run's)",
+    )
+    parser.add_argument(
         "--build",
         action="store_true",
         help="export MiniLM and embed the whole bangumi dataset into the workspace first (resumable)",
@@ -79,12 +94,23 @@ async def run_models(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     query_sets: list = []
     sets = [s for s in args.sets if s in TEXT_SETS]
     built: dict[str, Any] = {}
-    for position, name in enumerate(args.models):
-        recipe = MODELS[name]
+    names = list(args.models)
+    descriptions = {n: MODELS[n].description for n in names}
+    finetuned = None
+    if args.finetuned is not None:
+        finetuned = f"{names[0]}+{args.finetuned.name}"
+        descriptions[finetuned] = f"{names[0]} fine-tuned by the run {args.finetuned.name}"
+        names.append(finetuned)
+    eligible = held_out_ids(args.held_out or (args.finetuned / "split.json" if args.finetuned else None))
+    for position, name in enumerate(names):
+        recipe = MODELS[names[0]] if name == finetuned else MODELS[name]
         workspace = args.root / name
         if args.build:
             with contextlib.redirect_stdout(sys.stderr):
-                export_model(recipe, workspace, args.root / "checkpoints")
+                if name == finetuned:
+                    export_finetuned(recipe, workspace, args.finetuned / "merged")
+                else:
+                    export_model(recipe, workspace, args.root / "checkpoints")
         runtime = await open_runtime(
             workspace, text_max_tokens=MODELS_MAX_TOKENS, synopsis_centring=recipe.synopsis_centring
         )
@@ -97,7 +123,9 @@ async def run_models(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                 catalogue = Catalogue.of(
                     await stored_documents(runtime), chinese_titles=load_chinese_titles(args.dataset_cache)
                 )
-                query_sets = build_sets(catalogue, sets, per_set=args.queries or None, seed=args.seed)
+                query_sets = build_sets(
+                    catalogue, sets, per_set=args.queries or None, seed=args.seed, eligible=eligible
+                )
             await evaluate(
                 runtime,
                 catalogue,
@@ -114,10 +142,13 @@ async def run_models(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         finally:
             await runtime.close()
     evaluation.rows.sort(key=lambda row: [s.name for s in query_sets].index(row.query_set))
+    if finetuned is not None:
+        evaluation.compare(f"{names[0]} hybrid", f"{finetuned} hybrid", seed=args.seed)
     meta = {
         "workspace": str(args.root),
         "documents": len(catalogue.documents) if catalogue else 0,
-        "text_model": ", ".join(f"{n} ({MODELS[n].description})" for n in args.models),
+        "text_model": ", ".join(f"{n} ({d})" for n, d in descriptions.items()),
+        "held_out": None if eligible is None else len(eligible),
         "pictures": False,
         "seed": args.seed,
         "per_set": args.queries or "all",
@@ -181,6 +212,15 @@ async def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         await runtime.close()
     meta["seconds"] = round(time.perf_counter() - started, 1)
     return markdown(meta, query_sets, evaluation), as_json(meta, query_sets, evaluation)
+
+
+def held_out_ids(split: Path | None) -> frozenset[str] | None:
+    """The held-out anime of a fine-tuning run's split.json (finetune/split.py), or None."""
+    if split is None:
+        return None
+    import msgspec
+
+    return frozenset(msgspec.json.decode(split.read_bytes())["held_out"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,6 +64,10 @@ class Row:
     # The largest share of this set's queries that one anime answers first, and that anime: a hub.
     hub_share: float | None = None
     hub_anime: str | None = None
+    # 95% bootstrap interval of hit@k over the set's queries: how far a difference must go to mean much.
+    hit10_ci: tuple[float, float] | None = None
+    # Per-query values by metric, in the set's query order (paired comparisons); not written to JSON.
+    per_query: dict[str, tuple[float, ...]] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -82,11 +86,60 @@ class Gain:
         return self.gain is not None and self.gain >= MULTIMODAL_BAR
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """A candidate system against a base on the same queries of one set: the mean difference of a metric
+    with its 95% paired bootstrap interval."""
+
+    query_set: str
+    metric: str
+    base: str
+    candidate: str
+    base_value: float
+    candidate_value: float
+    delta: float
+    low: float
+    high: float
+    queries: int
+
+
+COMPARED_METRICS = ("hit1", "hit10", "ndcg", "mrr")
+
+
 @dataclass
 class Evaluation:
     rows: list[Row] = field(default_factory=list)
     gains: list[Gain] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    def compare(self, base: str, candidate: str, *, seed: int = 0) -> list[Comparison]:
+        """`candidate` against `base` on every set both answered (appended to `comparisons` too)."""
+        rows = {(r.query_set, r.system): r for r in self.rows if r.unavailable is None}
+        found = []
+        for query_set in dict.fromkeys(r.query_set for r in self.rows):
+            before, after = rows.get((query_set, base)), rows.get((query_set, candidate))
+            if before is None or after is None:
+                continue
+            for metric in COMPARED_METRICS:
+                b, c = before.per_query[metric], after.per_query[metric]
+                delta, low, high = metrics.paired_difference(c, b, seed=seed)
+                found.append(
+                    Comparison(
+                        query_set,
+                        metric,
+                        base,
+                        candidate,
+                        metrics.mean(b),
+                        metrics.mean(c),
+                        delta,
+                        low,
+                        high,
+                        len(b),
+                    )
+                )
+        self.comparisons += found
+        return found
 
 
 def _silent(_: int) -> None:
@@ -210,6 +263,13 @@ async def run_ranker(
         hit10=metrics.mean(hit10),
         hub_share=round(share, 4),
         hub_anime=hub,
+        hit10_ci=metrics.bootstrap_interval(hit10) if hit10 else None,
+        per_query={
+            "hit1": tuple(hit1),
+            "hit10": tuple(hit10),
+            "ndcg": tuple(ndcg),
+            "mrr": tuple(mrr),
+        },
     )
 
 
@@ -269,7 +329,8 @@ async def evaluate(
 
 def as_dict(evaluation: Evaluation) -> dict[str, Any]:
     return {
-        "rows": [asdict(r) for r in evaluation.rows],
+        "rows": [{k: v for k, v in asdict(r).items() if k != "per_query"} for r in evaluation.rows],
+        "comparisons": [asdict(c) for c in evaluation.comparisons],
         "multimodal_gains": [asdict(g) | {"meets_bar": g.meets_bar} for g in evaluation.gains],
         "notes": evaluation.notes,
     }

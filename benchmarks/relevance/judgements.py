@@ -89,6 +89,7 @@ title lookup per script, which users do most.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import re
@@ -841,10 +842,15 @@ def build_sets(
     per_set: int | None,
     seed: int,
     pictured: Sequence[str] = (),
+    eligible: frozenset[str] | None = None,
 ) -> list[QuerySet]:
     """The named query sets; multimodal only where `pictured` lists anime with covers, title-zh only where
     the catalogue knows the Chinese titles (`Catalogue.of(..., chinese_titles=...)`). The caller reports
-    the sets left out as n/a."""
+    the sets left out as n/a.
+
+    `eligible`: only queries about these anime (a fine-tune's held-out split), still up to `per_set`
+    of them in the seed's order; judgements keep every anime of the catalogue.
+    """
     builders = {
         "title-paraphrase": title_paraphrases,
         "multilingual-title": multilingual_titles,
@@ -863,6 +869,10 @@ def build_sets(
                 out.append(multimodal(catalogue, pictured, per_set, seed))
         elif name == "title-zh" and catalogue.chinese_titles is None:
             continue
-        else:
+        elif eligible is None:
             out.append(builders[name](catalogue, per_set, seed))
+        else:
+            built = builders[name](catalogue, None, seed)
+            kept = [q for q in built.queries if q.anime_id in eligible][:per_set]
+            out.append(dataclasses.replace(built, queries=kept))
     return out

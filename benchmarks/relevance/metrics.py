@@ -97,3 +97,34 @@ def relative_gain(value: float, baseline: float) -> float | None:
     if baseline <= 0.0:
         return None
     return (value - baseline) / baseline
+
+
+def bootstrap_interval(
+    values: Sequence[float], *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over queries (resampled with replacement)."""
+    import numpy as np
+
+    data = np.asarray(values, dtype=np.float64)
+    if len(data) == 0:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def paired_difference(
+    candidate: Sequence[float], base: Sequence[float], *, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of candidate - base over the same queries, with its 95% paired bootstrap interval.
+
+    Paired: both systems answered the same queries, so the per-query differences are resampled, which
+    is much tighter than comparing two independent intervals.
+    """
+    if len(candidate) != len(base):
+        raise ValueError("paired difference needs the same queries on both sides")
+    differences = [c - b for c, b in zip(candidate, base, strict=True)]
+    low, high = bootstrap_interval(differences, resamples=resamples, seed=seed)
+    return mean(differences), low, high

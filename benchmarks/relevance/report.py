@@ -85,6 +85,21 @@ def markdown(meta: dict[str, Any], query_sets: Sequence[QuerySet], evaluation: E
             f"{_metric(row.hit10)} | {_metric(row.mrr)} | {_metric(row.ndcg)} | {_metric(row.recall)} | "
             f"{hub} | {row.seconds:.1f} | {note} |"
         )
+    if evaluation.comparisons:
+        first = evaluation.comparisons[0]
+        lines += [
+            "",
+            f"`{first.candidate}` against `{first.base}` on the same queries (mean difference, 95% paired "
+            "bootstrap interval):",
+            "",
+            "| query set | queries | metric | base | candidate | difference | 95% interval |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in evaluation.comparisons:
+            lines.append(
+                f"| {c.query_set} | {c.queries} | {c.metric} | {c.base_value:.3f} | "
+                f"{c.candidate_value:.3f} | {c.delta:+.3f} | [{c.low:+.3f}, {c.high:+.3f}] |"
+            )
     if evaluation.gains:
         lines += [
             "",

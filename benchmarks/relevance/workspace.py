@@ -83,6 +83,16 @@ def export_model(recipe: ModelRecipe, workspace: Path, checkpoints: Path) -> Non
     export_text(str(checkpoint), repository, quantize=recipe.quantize)
 
 
+def export_finetuned(recipe: ModelRecipe, workspace: Path, checkpoint: Path) -> None:
+    """A fine-tuning run's merged checkpoint, exported as the base recipe's is (int8 where it is)."""
+    repository = workspace / "model_repository"
+    if has_role(repository, TEXT_EMBEDDER):
+        return
+    from export.text_export import export_text
+
+    export_text(str(checkpoint), repository, quantize=recipe.quantize)
+
+
 def export_minilm(workspace: Path) -> None:
     """The packaged all-MiniLM-L6-v2 as the workspace's text_embedder (skipped when already there)."""
     repository = workspace / "model_repository"
