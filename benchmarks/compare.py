@@ -160,8 +160,9 @@ async def bare_parts(repository: Path, index: Path, repeats: int) -> dict[str, f
     from service.encoders.onnx_engine import OnnxRuntimeEngine
     from service.encoders.text import TextEncoder
     from service.manifest import TEXT_EMBEDDER
-    from service.runtime import TITLE_VECTOR, load_manifests
+    from service.runtime import load_manifests
     from service.settings import load_settings
+    from service.vectors import TITLE_VECTOR
 
     manifest, directory = load_manifests(repository)[TEXT_EMBEDDER]
     engine = OnnxRuntimeEngine({TEXT_EMBEDDER: directory / manifest.onnx_file})

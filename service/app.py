@@ -16,6 +16,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from service import __version__
 from service.admin import AdminService
 from service.api.admin import AdminController, provide_admin
+from service.api.caller import provide_caller
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.openapi_security import document_security
 from service.api.search import SearchController
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
             "search": Provide(provide_search, sync_to_thread=False),
             "similarity": Provide(provide_similarity, sync_to_thread=False),
             "admin": Provide(provide_admin, sync_to_thread=False),
+            "caller": Provide(provide_caller, sync_to_thread=False),
         },
         request_max_body_size=settings.request_max_body_bytes,
         before_request=strict_json_body,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,17 +28,13 @@ from service.documents import AnimeDocument, SparseVectorIn, to_payload
 from service.encoders.sparse import SparseVector, merge_max
 from service.encoders.text import EmbeddingMemo
 from service.image_sources import SLOTS, ImageResolver
-from service.runtime import (
-    FACTS_VECTOR,
-    IMAGE_VECTORS,
-    SYNOPSIS_VECTOR,
-    TEXT_LEXICAL_VECTOR,
-    TEXT_SPARSE_VECTOR,
-    TITLE_VECTOR,
-    Runtime,
-)
+from service.runtime import Runtime, TextModel
 from service.store.types import StoredPoint
 from service.text_compose import facts_text, lexical_text, synopsis_texts, title_texts
+from service.vectors import (
+    IMAGE_VECTORS,
+    TEXT_LEXICAL_VECTOR,
+)
 
 CLIENT_VERSION = "client"
 _SLOT_VECTORS = dict(zip(SLOTS, IMAGE_VECTORS, strict=True))
@@ -189,7 +185,9 @@ async def put_documents(
     points = await embed_documents(runtime, [doc for doc, _ in candidates], pictures, memo=memo)
     await runtime.store.upsert(points)
     if hubs and points:
-        await refresh_hubness(runtime, [p.anime_id for p in points if SYNOPSIS_VECTOR in p.vectors])
+        for model in await runtime.held_models():
+            synopsis = model.names.synopsis
+            await refresh_hubness(runtime, [p.anime_id for p in points if synopsis in p.vectors], model=model)
     for point, (_, outcome) in zip(points, candidates, strict=True):
         outcome.vectors = sorted(point.vectors)
     return PutReport(items=outcomes, seconds=time.perf_counter() - started)
@@ -200,43 +198,30 @@ async def embed_documents(
     documents: Sequence[AnimeDocument],
     pictures: dict[tuple[str, str], Any] | None = None,
     *,
-    calibration: Calibration | Literal["live"] | None = "live",
+    calibrations: Mapping[int, Calibration | None] | Literal["live"] = "live",
+    text_models: Sequence[TextModel] | None = None,
     memo: EmbeddingMemo | None = None,
 ) -> list[StoredPoint]:
     """Points for `documents`: client vectors as given, the rest embedded, stamped with versions.
 
-    Per anime: `title` holds every name (embedded as queries: name against name is a symmetric task),
-    `facts` the facts line (as a document); `synopsis` every synopsis (as documents), centred with
-    `calibration` (the live collection's unless given: a reindex passes the new one); `text_lexical`
-    the BM25 weights of all the text; `text_sparse` (BGE-m3) the largest learned weight of each token
-    over all those texts, so no extra pass over a composed paragraph is needed.
+    Per anime and text model version (`text_models`: those the live collection holds unless given; a
+    reindex passes every served one): its `title` holds every name (embedded as queries: name against
+    name is a symmetric task), `facts` the facts line (as a document), `synopsis` every synopsis (as
+    documents), centred with that version's calibration (the live collection's unless `calibrations`
+    gives them: a reindex passes the new ones), `text_sparse` (BGE-m3) the largest learned weight of
+    each token over all those texts. `text_lexical` (BM25 over all the text) is the same for every
+    version.
     """
     pictures = pictures or {}
-    if calibration == "live":
-        calibration = await runtime.calibration()
+    models_ = list(text_models) if text_models is not None else await runtime.held_models()
+    if calibrations == "live":
+        calibrations = {m.version: await runtime.calibration(m) for m in models_}
     schema = runtime.store.schema
     given = [set(d.vectors or {}) for d in documents]
-    names = {i: title_texts(d) for i, d in enumerate(documents) if TITLE_VECTOR not in given[i]}
-    facts = {i: f for i, d in enumerate(documents) if FACTS_VECTOR not in given[i] if (f := facts_text(d))}
-    synopses = {
-        i: found
-        for i, d in enumerate(documents)
-        if SYNOPSIS_VECTOR not in given[i]
-        if (found := synopsis_texts(d))
-    }
-    text = runtime.text
-    name_rows = _Rows(names)
-    fact_rows = _Rows({i: [f] for i, f in facts.items()})
-    synopsis_rows = _Rows({i: [t for _, t in found] for i, found in synopses.items()})
-    name_vectors = await text.encode(name_rows.texts, kind="query", memo=memo)
-    fact_vectors = await text.encode(fact_rows.texts, kind="document", memo=memo)
-    synopsis_vectors = await text.encode(synopsis_rows.texts, kind="document", memo=memo)
-    languages = [lang for i in synopsis_rows.owners_order for lang, _ in synopses[i]]
-    centred = (
-        center_documents(synopsis_vectors.dense, languages, calibration)
-        if calibration is not None
-        else synopsis_vectors.dense
-    )
+    embedded = [
+        await _embed_text(runtime, model, documents, given, calibrations.get(model.version), memo)
+        for model in models_
+    ]
 
     slots = [
         (doc.anime_id, slot, pictures[(doc.anime_id, slot)])
@@ -250,33 +235,27 @@ async def embed_documents(
         image_vectors = {(a, s): encoded[i].tolist() for i, (a, s, _) in enumerate(slots)}
 
     stamp = dt.datetime.now(dt.timezone.utc)
+    default = runtime.default_model.version
     points = []
     for i, doc in enumerate(documents):
         vectors: dict[str, Any] = {}
         versions: dict[str, str] = {}
-        if name_rows.rows(i):
-            vectors[TITLE_VECTOR] = [name_vectors.dense[r].tolist() for r in name_rows.rows(i)]
-        for r in fact_rows.rows(i):
-            vectors[FACTS_VECTOR] = fact_vectors.dense[r].tolist()
-        if synopsis_rows.rows(i):
-            vectors[SYNOPSIS_VECTOR] = [centred[r].tolist() for r in synopsis_rows.rows(i)]
-        if any(rows.rows(i) for rows in (name_rows, fact_rows, synopsis_rows)):
-            versions["text"] = text.manifest.model_version
+        languages: list[str] = []
+        for text in embedded:
+            own = text.vectors.get(i, {})
+            vectors |= own
+            if own:
+                versions[_text_key(text.model.version, default)] = text.model.manifest.model_version
+                if text.model.names.synopsis in own:
+                    versions[_calibration_key(text.model.version, default)] = (
+                        text.calibration.id if text.calibration is not None else "none"
+                    )
+            languages = languages or text.languages.get(i, [])
         if TEXT_LEXICAL_VECTOR not in given[i]:
             lexical = runtime.lexical.documents([lexical_text(doc)])[0]
             if len(lexical):
                 vectors[TEXT_LEXICAL_VECTOR] = lexical
                 versions["lexical"] = runtime.lexical.version
-        if TEXT_SPARSE_VECTOR in schema.sparse and TEXT_SPARSE_VECTOR not in given[i]:
-            learned = merge_max(
-                [
-                    *(name_vectors.sparse[r] for r in name_rows.rows(i)),  # type: ignore[index]
-                    *(fact_vectors.sparse[r] for r in fact_rows.rows(i)),  # type: ignore[index]
-                    *(synopsis_vectors.sparse[r] for r in synopsis_rows.rows(i)),  # type: ignore[index]
-                ]
-            )
-            if len(learned):
-                vectors[TEXT_SPARSE_VECTOR] = learned
         for slot, name in _SLOT_VECTORS.items():
             if (doc.anime_id, slot) in image_vectors:
                 vectors[name] = image_vectors[(doc.anime_id, slot)]
@@ -288,13 +267,11 @@ async def embed_documents(
                 # A client vector for a multivector name is its one entry.
                 vectors[name] = [value] if name in schema.multi else value
             # Where the service embedded part of a model's vectors, that model's version stands.
-            versions.setdefault(_VERSION_KEYS.get(name, "image"), CLIENT_VERSION)
-        if SYNOPSIS_VECTOR in vectors and SYNOPSIS_VECTOR not in given[i]:
-            versions["calibration"] = calibration.id if calibration is not None else "none"
+            versions.setdefault(_version_key(runtime, name, default), CLIENT_VERSION)
         payload = to_payload(doc) | {
             "model_version": versions.get("text", CLIENT_VERSION),
             "model_versions": versions,
-            "synopsis_languages": [lang for lang, _ in synopses.get(i, [])],
+            "synopsis_languages": languages,
             "updated_at": stamp.isoformat(timespec="seconds"),
             "updated_at_ts": stamp.timestamp(),
         }
@@ -302,13 +279,92 @@ async def embed_documents(
     return points
 
 
-_VERSION_KEYS = {
-    TITLE_VECTOR: "text",
-    FACTS_VECTOR: "text",
-    SYNOPSIS_VECTOR: "text",
-    TEXT_SPARSE_VECTOR: "text",
-    TEXT_LEXICAL_VECTOR: "lexical",
-}
+@dataclass(frozen=True)
+class _TextVectors:
+    model: TextModel
+    calibration: Calibration | None
+    # Document position -> this version's vectors of it, and its synopses' languages.
+    vectors: dict[int, dict[str, Any]]
+    languages: dict[int, list[str]]
+
+
+async def _embed_text(
+    runtime: Runtime,
+    model: TextModel,
+    documents: Sequence[AnimeDocument],
+    given: Sequence[set[str]],
+    calibration: Calibration | None,
+    memo: EmbeddingMemo | None,
+) -> _TextVectors:
+    """One text model version's vectors of every document (those the client did not give)."""
+    names = model.names
+    titles = {i: title_texts(d) for i, d in enumerate(documents) if names.title not in given[i]}
+    facts = {i: f for i, d in enumerate(documents) if names.facts not in given[i] if (f := facts_text(d))}
+    synopses = {
+        i: found
+        for i, d in enumerate(documents)
+        if names.synopsis not in given[i]
+        if (found := synopsis_texts(d))
+    }
+    text = model.encoder
+    # A memo holds one model's vectors: another version embeds the same texts differently.
+    memo = memo if model.version == runtime.default_model.version else None
+    name_rows = _Rows(titles)
+    fact_rows = _Rows({i: [f] for i, f in facts.items()})
+    synopsis_rows = _Rows({i: [t for _, t in found] for i, found in synopses.items()})
+    name_vectors = await text.encode(name_rows.texts, kind="query", memo=memo)
+    fact_vectors = await text.encode(fact_rows.texts, kind="document", memo=memo)
+    synopsis_vectors = await text.encode(synopsis_rows.texts, kind="document", memo=memo)
+    languages = [lang for i in synopsis_rows.owners_order for lang, _ in synopses[i]]
+    centred = (
+        center_documents(synopsis_vectors.dense, languages, calibration)
+        if calibration is not None
+        else synopsis_vectors.dense
+    )
+    sparse_wanted = names.sparse in runtime.store.schema.sparse
+    out: dict[int, dict[str, Any]] = {}
+    for i in range(len(documents)):
+        vectors: dict[str, Any] = {}
+        if name_rows.rows(i):
+            vectors[names.title] = [name_vectors.dense[r].tolist() for r in name_rows.rows(i)]
+        for r in fact_rows.rows(i):
+            vectors[names.facts] = fact_vectors.dense[r].tolist()
+        if synopsis_rows.rows(i):
+            vectors[names.synopsis] = [centred[r].tolist() for r in synopsis_rows.rows(i)]
+        if sparse_wanted and names.sparse not in given[i]:
+            learned = merge_max(
+                [
+                    *(name_vectors.sparse[r] for r in name_rows.rows(i)),  # type: ignore[index]
+                    *(fact_vectors.sparse[r] for r in fact_rows.rows(i)),  # type: ignore[index]
+                    *(synopsis_vectors.sparse[r] for r in synopsis_rows.rows(i)),  # type: ignore[index]
+                ]
+            )
+            if len(learned):
+                vectors[names.sparse] = learned
+        if vectors:
+            out[i] = vectors
+    return _TextVectors(
+        model, calibration, out, {i: [lang for lang, _ in found] for i, found in synopses.items()}
+    )
+
+
+def _text_key(version: int, default: int) -> str:
+    """`model_versions` key of a text version: `text` for the default (what `model_version` reports)."""
+    return "text" if version == default else f"text_v{version}"
+
+
+def _calibration_key(version: int, default: int) -> str:
+    return "calibration" if version == default else f"calibration_v{version}"
+
+
+def _version_key(runtime: Runtime, name: str, default: int) -> str:
+    """Which model a client-given vector stands in for, by the name it was given under."""
+    if name == TEXT_LEXICAL_VECTOR:
+        return "lexical"
+    for model in runtime.text_models.values():
+        if name in (*model.names.dense, model.names.sparse):
+            return _text_key(model.version, default)
+    return "image"
 
 
 class _Rows:
@@ -331,10 +387,17 @@ class _Rows:
 
 
 async def calibrate(
-    runtime: Runtime, documents: Sequence[AnimeDocument], memo: EmbeddingMemo | None = None
+    runtime: Runtime,
+    documents: Sequence[AnimeDocument],
+    memo: EmbeddingMemo | None = None,
+    model: TextModel | None = None,
 ) -> Calibration | None:
-    """Language means of the text model over a sample of these documents' synopses; None when no
-    language has enough synopses to stand for it (a handful of documents: nothing to centre on)."""
+    """Language means of a text model version (the default unless given) over a sample of these
+    documents' synopses; None when no language has enough synopses to stand for it (a handful of
+    documents: nothing to centre on)."""
+    model = model or runtime.default_model
+    if model is not runtime.default_model:
+        memo = None  # the memo holds the default version's vectors
     sample = sample_by_language(
         (doc.anime_id, language, text) for doc in documents for language, text in synopsis_texts(doc)
     )
@@ -344,15 +407,21 @@ async def calibrate(
     as_queries: dict[str, np.ndarray] = {}
     for language, texts in sample.items():
         # With a memo, the document half is the very vectors ingest stores for these synopses.
-        as_documents[language] = (await runtime.text.encode(texts, kind="document", memo=memo)).dense
-        as_queries[language] = (await runtime.text.encode(texts, kind="query")).dense
-    return build_calibration(runtime.text.manifest.model_version, as_documents, as_queries)
+        as_documents[language] = (await model.encoder.encode(texts, kind="document", memo=memo)).dense
+        as_queries[language] = (await model.encoder.encode(texts, kind="query")).dense
+    return build_calibration(model.manifest.model_version, as_documents, as_queries)
 
 
 async def synopsis_vectors(
-    runtime: Runtime, collection: str | None = None, scroll_filter: Any = None
+    runtime: Runtime,
+    collection: str | None = None,
+    scroll_filter: Any = None,
+    model: TextModel | None = None,
 ) -> tuple[np.ndarray, list[str], list[str]]:
-    """Every stored synopsis vector of a collection (the live one by default), with owner and language."""
+    """Every stored synopsis vector of a text model version (the default unless given) in a collection
+    (the live one by default), with owner and language."""
+    model = model or runtime.default_model
+    synopsis = model.names.synopsis
     store = runtime.store
     name = collection or await store.live_collection()
     rows: list[list[float]] = []
@@ -361,10 +430,10 @@ async def synopsis_vectors(
     offset: Any = None
     while name is not None:
         records, offset = await store.scroll(
-            name, limit=512, offset=offset, with_vectors=[SYNOPSIS_VECTOR], scroll_filter=scroll_filter
+            name, limit=512, offset=offset, with_vectors=[synopsis], scroll_filter=scroll_filter
         )
         for record in records:
-            vectors = record.vectors.get(SYNOPSIS_VECTOR) or []
+            vectors = record.vectors.get(synopsis) or []
             tags = list(record.payload.get("synopsis_languages") or [])
             for position, vector in enumerate(vectors):
                 rows.append(vector)  # type: ignore[arg-type]
@@ -372,7 +441,7 @@ async def synopsis_vectors(
                 languages.append(tags[position] if position < len(tags) else "und")
         if offset is None:
             break
-    matrix = np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, runtime.text.dim), np.float32)
+    matrix = np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, model.encoder.dim), np.float32)
     return matrix, owners, languages
 
 
@@ -382,11 +451,13 @@ async def refresh_hubness(
     *,
     collection: str | None = None,
     calibration: Calibration | None = None,
+    model: TextModel | None = None,
 ) -> dict[str, float]:
-    """Compute and store `hubness` for these anime of the live collection (every anime of `collection`
-    when `anime_ids` is None) against its English synopses; returns what was stored. A collection
-    without a calibration has nothing to correct."""
-    calibration = calibration or await runtime.store.calibration(collection)
+    """Compute and store a text model version's `hubness` (the default's unless given) for these anime
+    of the live collection (every anime of `collection` when `anime_ids` is None) against its English
+    synopses; returns what was stored. A collection without a calibration has nothing to correct."""
+    model = model or runtime.default_model
+    calibration = calibration or await runtime.store.calibration(collection, key=model.names.calibration_key)
     if calibration is None:
         return {}
     english = models.Filter(
@@ -397,23 +468,24 @@ async def refresh_hubness(
         ]
     )
     if anime_ids is None:
-        vectors, owners, languages = await synopsis_vectors(runtime, collection)
+        vectors, owners, languages = await synopsis_vectors(runtime, collection, model=model)
         in_reference = [lang == calibration.hub_language for lang in languages]
         reference = vectors[in_reference]
         reference_owners = [o for o, keep in zip(owners, in_reference, strict=True) if keep]
     else:
         found = await runtime.store.get_many(anime_ids)
-        ref_vectors, ref_owners, ref_languages = await synopsis_vectors(runtime, collection, english)
+        ref_vectors, ref_owners, ref_languages = await synopsis_vectors(runtime, collection, english, model)
         in_reference = [lang == calibration.hub_language for lang in ref_languages]
         reference = ref_vectors[in_reference]
         reference_owners = [o for o, keep in zip(ref_owners, in_reference, strict=True) if keep]
         rows: list[Any] = []
         owners = []
         for anime_id, record in found.items():
-            for vector in record.vectors.get(SYNOPSIS_VECTOR) or []:
+            for vector in record.vectors.get(model.names.synopsis) or []:
                 rows.append(vector)
                 owners.append(anime_id)
-        vectors = np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, runtime.text.dim), np.float32)
+        vectors = np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, model.encoder.dim), np.float32)
     values = hubness(vectors, owners, reference, calibration.hub_k, reference_owners)
-    await runtime.store.set_payloads({a: {"hubness": round(v, 6)} for a, v in values.items()}, collection)
+    field = model.names.hubness
+    await runtime.store.set_payloads({a: {field: round(v, 6)} for a, v in values.items()}, collection)
     return values

@@ -46,3 +46,10 @@ class ModelMismatch(ServiceError):
 
     status_code = 503
     code = "model_store_mismatch"
+
+
+class Forbidden(ServiceError):
+    """The caller is known but may not ask for this (e.g. a version override without an admin key)."""
+
+    status_code = 403
+    code = "forbidden"

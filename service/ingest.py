@@ -97,8 +97,9 @@ async def ingest(
                     on_batch([str(item.anime_id) for item in report.items if item.stored])
             advance(len(batch))
     if upserted:
-        hubs = await refresh_hubness(runtime)
-        _log.info("hubness refreshed", anime=len(hubs))
+        for model in await runtime.held_models():
+            hubs = await refresh_hubness(runtime, model=model)
+            _log.info("hubness refreshed", anime=len(hubs), version=model.version)
         await runtime.store.optimize()
     return IngestReport(len(documents), upserted, skipped, loop.time() - started, problems, failed)
 
@@ -106,31 +107,43 @@ async def ingest(
 async def ensure_calibration(
     runtime: Runtime, documents: Sequence[AnimeDocument], memo: EmbeddingMemo | None = None
 ) -> None:
-    """Calibrate an empty collection on `documents`; leave an existing calibration alone.
+    """Calibrate an empty collection on `documents`, for every text model version it holds; leave an
+    existing calibration alone.
 
     A calibration made by another text model no longer describes the vectors this one writes: say so
     (the cure is a re-embedding reindex, which calibrates afresh) rather than centre with it quietly.
     """
     store = runtime.store
     await store.ensure_ready()
-    current = await store.calibration()
     if not runtime.settings.synopsis_centring:
         return
-    if current is None:
-        calibration = await calibrate(runtime, documents, memo) if await store.count() == 0 else None
-        if calibration is not None:
-            await store.save_calibration(calibration)
-            _log.info("calibrated", languages=calibration.samples, calibration=calibration.id)
-        else:
-            _log.warning(
-                "no calibration (too few synopses per language, or a collection filled before): synopses "
-                'are stored uncentred until POST /api/v1/admin/reindex {"reembed": true}'
+    empty: bool | None = None
+    for model in await runtime.held_models():
+        current = await store.calibration(key=model.names.calibration_key)
+        if current is None:
+            if empty is None:
+                empty = await store.count() == 0
+            calibration = await calibrate(runtime, documents, memo, model) if empty else None
+            if calibration is not None:
+                await store.save_calibration(calibration, key=model.names.calibration_key)
+                _log.info(
+                    "calibrated",
+                    version=model.version,
+                    languages=calibration.samples,
+                    calibration=calibration.id,
+                )
+            else:
+                _log.warning(
+                    "no calibration (too few synopses per language, or a collection filled before): "
+                    'synopses are stored uncentred until POST /api/v1/admin/reindex {"reembed": true}',
+                    version=model.version,
+                )
+        elif current.text_model != model.manifest.model_version:
+            raise CalibrationMismatch(
+                f"the collection was calibrated for {current.text_model}, text model version "
+                f"{model.version} is {model.manifest.model_version}: run "
+                'POST /api/v1/admin/reindex {"reembed": true} first'
             )
-    elif current.text_model != runtime.text.manifest.model_version:
-        raise CalibrationMismatch(
-            f"the collection was calibrated for {current.text_model}, the text model is "
-            f'{runtime.text.manifest.model_version}: run POST /api/v1/admin/reindex {{"reembed": true}} first'
-        )
 
 
 class CalibrationMismatch(RuntimeError):

@@ -151,6 +151,21 @@ class ModelManifest(msgspec.Struct, kw_only=True, frozen=True):
         return next(name for name in self.output_names if name != "sparse")
 
 
+def model_ref(role: str, version: int | None = None) -> str:
+    """How an engine is asked for a model: `text_embedder` (its served version) or `text_embedder:2`.
+
+    Engines keep their one-string interface; Triton turns the suffix into the request's model_version,
+    ONNX Runtime keys its sessions by the whole reference.
+    """
+    return role if version is None else f"{role}:{version}"
+
+
+def split_ref(ref: str) -> tuple[str, int | None]:
+    """`text_embedder:2` → ("text_embedder", 2); a plain role → (role, None)."""
+    role, _, version = ref.partition(":")
+    return role, (int(version) if version else None)
+
+
 class ManifestError(RuntimeError):
     """The model repository has no usable entry for a role."""
 

@@ -7,7 +7,8 @@ several apps in one process. A pod runs one uvicorn process, so no multiprocess 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -16,6 +17,7 @@ from prometheus_client.exposition import generate_latest
 from service import __version__
 from service.encoders.base import InferenceEngine
 from service.errors import DependencyUnavailable
+from service.manifest import split_ref
 
 # Around the PRD's SLA targets (100/150/300/400 ms) so their percentiles are read off real bucket edges.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
@@ -40,20 +42,29 @@ class Metrics:
         self.in_flight = Gauge("avs_http_requests_in_flight", "HTTP requests being served", registry=r)
         self.encoder_duration = Histogram(
             "avs_encoder_duration_seconds",
-            "One inference call on the encoder engine (a batch), per model",
-            ["engine", "model"],
+            "One inference call on the encoder engine (a batch), per model and version",
+            ["engine", "model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.encoder_batch = Histogram(
             "avs_encoder_batch_size",
             "Rows per inference call",
-            ["engine", "model"],
+            ["engine", "model", "version"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=r,
         )
         self.encoder_errors = Counter(
-            "avs_encoder_errors", "Failed inference calls", ["engine", "model", "reason"], registry=r
+            "avs_encoder_errors",
+            "Failed inference calls",
+            ["engine", "model", "version", "reason"],
+            registry=r,
+        )
+        self.text_version_requests = Counter(
+            "avs_text_version_requests",
+            "Requests answered with each text model version (the A/B split), by endpoint and outcome",
+            ["version", "endpoint", "outcome"],
+            registry=r,
         )
         self.store_duration = Histogram(
             "avs_store_duration_seconds",
@@ -77,6 +88,16 @@ class Metrics:
         if not ok:
             self.store_errors.labels(operation).inc()
 
+    @contextmanager
+    def text_version(self, endpoint: str, version: int) -> Iterator[None]:
+        """Count one request answered by a text model version: ok, or error (then re-raised)."""
+        try:
+            yield
+        except Exception:
+            self.text_version_requests.labels(str(version), endpoint, "error").inc()
+            raise
+        self.text_version_requests.labels(str(version), endpoint, "ok").inc()
+
     def cache_result(self, cache: str, hit: bool) -> None:
         self.cache_requests.labels(cache, "hit" if hit else "miss").inc()
 
@@ -96,15 +117,17 @@ class InstrumentedEngine:
         self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
     ) -> dict[str, np.ndarray]:
         started = time.perf_counter()
+        role, version = split_ref(model)
+        tag = str(version or "")
         try:
             result = await self.inner.infer(model, inputs, outputs)
         except DependencyUnavailable as exc:
-            self.metrics.encoder_errors.labels(self.name, model, exc.code).inc()
+            self.metrics.encoder_errors.labels(self.name, role, tag, exc.code).inc()
             raise
         finally:
-            self.metrics.encoder_duration.labels(self.name, model).observe(time.perf_counter() - started)
+            self.metrics.encoder_duration.labels(self.name, role, tag).observe(time.perf_counter() - started)
         rows = next(iter(inputs.values())).shape[0] if inputs else 0
-        self.metrics.encoder_batch.labels(self.name, model).observe(rows)
+        self.metrics.encoder_batch.labels(self.name, role, tag).observe(rows)
         return result
 
     async def model_ready(self, model: str) -> bool:

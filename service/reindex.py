@@ -24,9 +24,9 @@ from service.catalogue import calibrate, embed_documents, refresh_hubness
 from service.documents import AnimeDocument
 from service.errors import ServiceError
 from service.logs import get_logger
-from service.runtime import Runtime
+from service.runtime import ROLLOUT_METADATA_KEY, Runtime, TextModel
 from service.store.params import IndexParams
-from service.store.types import StoredPoint, StoredRecord, vector_fits
+from service.store.types import StoredPoint, StoredRecord, VectorSchema, vector_fits
 
 log = get_logger("service.reindex")
 
@@ -63,7 +63,10 @@ class ReindexJob:
     finished_at: str | None = None
     seconds: float = 0.0
     error: str | None = None
-    calibration: Calibration | None = field(default=None, repr=False)
+    # The text model versions the new collection holds, and each one's calibration there.
+    models: list[TextModel] = field(default_factory=list, repr=False)
+    schema: VectorSchema | None = field(default=None, repr=False)
+    calibrations: dict[int, Calibration | None] = field(default_factory=dict, repr=False)
     _started: float = field(default_factory=time.monotonic, repr=False)
     _started_wall: float = field(default_factory=time.time, repr=False)
 
@@ -143,7 +146,16 @@ class Reindexer:
                 job.params = (await store.collection_params(job.source)).merged(job.overrides)
             job.target = store.new_collection_name()
             job.phase = "creating"
-            await store.create_collection(job.target, store.schema, job.params)
+            await store.ensure_ready()
+            # Re-embedding fills every served text version; a copy keeps the versions the live
+            # collection holds (a version it lacks would be created empty and then look filled).
+            schema = store.schema if job.reembed else store.schema.without(store.missing)
+            job.models = [
+                m
+                for m in self.runtime.text_models.values()
+                if job.reembed or set(m.names.dense) <= set(schema.dense)
+            ]
+            await store.create_collection(job.target, schema, job.params)
             if job.source is not None:
                 job.phase = "calibrating"
                 await self._calibrate(job, job.source, job.target)
@@ -154,9 +166,13 @@ class Reindexer:
                 await self._copy(job, job.source, job.target)
                 job.phase = "catching up"
                 await self._catch_up(job, job.source, job.target)
-                if job.calibration is not None:
-                    job.phase = "correcting hubs"
-                    await refresh_hubness(self.runtime, collection=job.target, calibration=job.calibration)
+                job.phase = "correcting hubs"
+                for model in job.models:
+                    calibration = job.calibrations.get(model.version)
+                    if calibration is not None:
+                        await refresh_hubness(
+                            self.runtime, collection=job.target, calibration=calibration, model=model
+                        )
             job.phase = "swapping alias"
             async with store.shadow_lock:
                 # Under the lock no write is half-way between the two collections.
@@ -182,22 +198,30 @@ class Reindexer:
             job.finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
     async def _calibrate(self, job: ReindexJob, source: str, target: str) -> None:
-        """The new collection's calibration: measured afresh on the live documents when re-embedding
-        (a new text model has other language means), copied from the live collection otherwise."""
+        """The new collection's calibrations, one per text model version: measured afresh on the live
+        documents when re-embedding (a new text model has other language means), copied from the live
+        collection otherwise. The rollout (promoted default, history) moves to the new collection."""
         store = self.runtime.store
+        documents: list[AnimeDocument] = []
         if job.reembed:
-            documents: list[AnimeDocument] = []
             offset: Any = None
             while True:
                 records, offset = await store.scroll(source, limit=1024, offset=offset, with_vectors=False)
                 documents += [_document(r.payload) for r in records]
                 if offset is None:
                     break
-            job.calibration = await calibrate(self.runtime, documents)
-        else:
-            job.calibration = await store.calibration(source)
-        if job.calibration is not None:
-            await store.save_calibration(job.calibration, target)
+        for model in job.models:
+            key = model.names.calibration_key
+            if job.reembed:
+                calibration = await calibrate(self.runtime, documents, model=model)
+            else:
+                calibration = await store.calibration(source, key=key)
+            job.calibrations[model.version] = calibration
+            if calibration is not None:
+                await store.save_calibration(calibration, target, key=key)
+        rollout = await store.metadata(ROLLOUT_METADATA_KEY, source)
+        if rollout is not None:
+            await store.save_metadata(ROLLOUT_METADATA_KEY, rollout, target)
 
     async def _abandon(self, job: ReindexJob) -> None:
         self.runtime.store.shadow = None
@@ -252,7 +276,7 @@ class Reindexer:
         job.caught_up = await self._copy(job, source, target, recent)
 
     async def _points(self, job: ReindexJob, records: list[StoredRecord]) -> list[StoredPoint]:
-        schema = self.runtime.store.schema
+        schema = job.schema or self.runtime.store.schema
         if not job.reembed:
             points = []
             for record in records:
@@ -265,7 +289,9 @@ class Reindexer:
                 points.append(StoredPoint(record.anime_id, vectors, record.payload))
             return points
         documents = [_document(r.payload) for r in records]
-        fresh = await embed_documents(self.runtime, documents, calibration=job.calibration)
+        fresh = await embed_documents(
+            self.runtime, documents, calibrations=job.calibrations, text_models=job.models
+        )
         job.reembedded += len(fresh)
         points = []
         for record, point in zip(records, fresh, strict=True):

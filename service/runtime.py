@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from service.cache import build_cache
 from service.caching import SearchCache
@@ -13,7 +16,7 @@ from service.encoders.base import InferenceEngine
 from service.encoders.image import ImageEncoder
 from service.encoders.lexical import LexicalEncoder
 from service.encoders.text import TextEncoder
-from service.errors import ModelMismatch
+from service.errors import Forbidden, ModelMismatch
 from service.images import ImageLimits
 from service.manifest import (
     CLIP_TEXT_EMBEDDER,
@@ -23,36 +26,54 @@ from service.manifest import (
     ModelManifest,
     has_role,
     load_manifest,
+    model_ref,
+    version_dirs,
 )
 from service.metrics import InstrumentedEngine, Metrics
 from service.resilience import Breakers, GuardedEngine
+from service.rollout import Caller, Rollout, RolloutError, check_versions, parse_split
 from service.settings import Settings
 from service.store.qdrant_store import AnimeStore
 from service.store.types import VectorSchema
+from service.vectors import IMAGE_VECTORS, TEXT_LEXICAL_VECTOR, TextVectorNames
 
-# Every name of an anime, one vector each, scored by the best match (MaxSim).
-TITLE_VECTOR = "title"
-# Type, season, genres, themes and studios as one line: what a description of the kind of show meets.
-FACTS_VECTOR = "facts"
-# Every synopsis, centred on its language's mean (service/calibration.py), scored by the best match.
-SYNOPSIS_VECTOR = "synopsis"
-# BM25 term weights of all the text (service/encoders/lexical.py), with Qdrant's IDF: every text model.
-TEXT_LEXICAL_VECTOR = "text_lexical"
-# BGE-m3's learned lexical weights, where the text model has that head.
-TEXT_SPARSE_VECTOR = "text_sparse"
-PICTURE_VECTOR = "picture"
-THUMBNAIL_VECTOR = "thumbnail"
-TEXT_DENSE_VECTORS = (TITLE_VECTOR, FACTS_VECTOR, SYNOPSIS_VECTOR)
-TEXT_MULTI_VECTORS = (TITLE_VECTOR, SYNOPSIS_VECTOR)
-IMAGE_VECTORS = (PICTURE_VECTOR, THUMBNAIL_VECTOR)
+# Collection metadata key of the rollout (default version, split, history): promotion writes it.
+ROLLOUT_METADATA_KEY = "avs_text_rollout"
+# How long a replica trusts the rollout it read before reading it again (another replica may promote).
+ROLLOUT_RECHECK_S = 5.0
+
+
+@dataclass(frozen=True)
+class TextModel:
+    """One served version of the text model: its encoder and the vectors it owns in the collection."""
+
+    version: int
+    encoder: TextEncoder
+    names: TextVectorNames
+
+    @property
+    def manifest(self) -> ModelManifest:
+        return self.encoder.manifest
+
+    @property
+    def fine_tuned(self) -> bool:
+        return self.manifest.lineage is not None
+
+
+class VersionNotServed(ModelMismatch):
+    """A request asked for a text model version this deployment does not serve."""
+
+    status_code = 404
+    code = "model_version_not_served"
 
 
 @dataclass
 class Runtime:
     settings: Settings
     engine: InferenceEngine
-    text: TextEncoder
+    text_models: dict[int, TextModel]
     store: AnimeStore
+    rollout: Rollout
     lexical: LexicalEncoder = field(default_factory=LexicalEncoder)
     manifests: dict[str, ModelManifest] = field(default_factory=dict)
     image: ImageEncoder | None = None
@@ -62,23 +83,107 @@ class Runtime:
     breakers: Breakers | None = None
     decoder: DecodePool = field(default_factory=DecodePool)
 
+    _rollout_read_at: float = field(default=0.0, repr=False)
+
     @property
     def image_limits(self) -> ImageLimits:
         return ImageLimits(max_bytes=self.settings.image_max_bytes, max_pixels=self.settings.image_max_pixels)
 
-    async def calibration(self) -> Calibration | None:
-        """The live collection's calibration, once the collection is known to fit the models.
+    @property
+    def engine_models(self) -> dict[str, str]:
+        """Every model the engine runs: a name for reports (the role; `role:N` for a text version other
+        than the default) -> its engine reference."""
+        found = {
+            TEXT_EMBEDDER if v == self.rollout.default else m.encoder.model: m.encoder.model
+            for v, m in self.text_models.items()
+        }
+        return found | {role: role for role in self.manifests if role != TEXT_EMBEDDER}
+
+    @property
+    def default_model(self) -> TextModel:
+        return self.text_models[self.rollout.default]
+
+    @property
+    def text(self) -> TextEncoder:
+        """The default version's encoder (what every request gets unless the split or an admin says)."""
+        return self.default_model.encoder
+
+    def text_model(self, version: int | None = None) -> TextModel:
+        if version is None:
+            return self.default_model
+        found = self.text_models.get(version)
+        if found is None:
+            raise VersionNotServed(
+                f"text model version {version} is not served (served: {sorted(self.text_models)})",
+                problems=[f"version {version} not served"],
+            )
+        return found
+
+    async def held_models(self) -> list[TextModel]:
+        """The served versions whose vectors the live collection has (a version added later has none
+        until a re-embedding reindex builds a collection with them)."""
+        await self.store.ensure_ready()
+        return [m for m in self.text_models.values() if not set(m.names.dense) & self.store.missing]
+
+    async def current_rollout(self) -> Rollout:
+        """The rollout, re-read from the collection now and then so that a promotion made through
+        another replica reaches this one within ROLLOUT_RECHECK_S."""
+        now = time.monotonic()
+        if now - self._rollout_read_at >= ROLLOUT_RECHECK_S:
+            self._rollout_read_at = now
+            recorded = await self.store.metadata(ROLLOUT_METADATA_KEY)
+            if recorded is not None:
+                try:
+                    rollout = msgspec.convert(recorded, Rollout)
+                    check_versions(rollout, self.text_models)
+                except (msgspec.ValidationError, RolloutError):
+                    pass  # promoted to a version this replica does not serve: keep its own
+                else:
+                    self.rollout = rollout
+        return self.rollout
+
+    async def save_rollout(self, rollout: Rollout) -> None:
+        check_versions(rollout, self.text_models)
+        await self.store.save_metadata(ROLLOUT_METADATA_KEY, msgspec.to_builtins(rollout))
+        self.rollout = rollout
+        self._rollout_read_at = time.monotonic()
+
+    async def choose_model(self, caller: Caller | None = None, override: int | None = None) -> TextModel:
+        """The version that answers (service/rollout.py): an admin's override, else the caller's bucket
+        of the split; a version the live collection does not hold yet falls back to the default."""
+        caller = caller or Caller()
+        if override is not None and not caller.may_override:
+            raise Forbidden(
+                "model_version is for admin keys: the A/B split picks the version for other callers",
+                field="model_version",
+            )
+        if override is not None:
+            model = self.text_model(override)
+            if model not in await self.held_models():
+                raise VersionNotServed(
+                    f"the collection has no vectors of text model version {override} yet: rebuild it with "
+                    'POST /api/v1/admin/reindex {"reembed": true}',
+                    problems=[f"version {override} not in the collection"],
+                )
+            return model
+        rollout = await self.current_rollout()
+        model = self.text_models[rollout.pick(caller.client)]
+        return model if model in await self.held_models() else self.text_models[rollout.default]
+
+    async def calibration(self, model: TextModel | None = None) -> Calibration | None:
+        """A version's calibration (the default's unless given), once the collection is known to fit.
 
         A calibration of another text model (one that kept the dims) describes other vectors: searching
         or writing with it would centre by the wrong means without any error, so it is refused like a
         store of other dims is (503 model_store_mismatch, cured by a re-embedding reindex).
         """
+        model = model or self.default_model
         await self.store.ensure_ready()
-        calibration = await self.store.calibration()
-        if calibration is not None and calibration.text_model != self.text.manifest.model_version:
+        calibration = await self.store.calibration(key=model.names.calibration_key)
+        if calibration is not None and calibration.text_model != model.manifest.model_version:
             raise ModelMismatch(
-                f"the collection's synopses were centred for {calibration.text_model}, the text model is "
-                f"{self.text.manifest.model_version}: rebuild it with "
+                f"the collection's synopses were centred for {calibration.text_model}, text model version "
+                f"{model.version} is {model.manifest.model_version}: rebuild it with "
                 'POST /api/v1/admin/reindex {"reembed": true}',
                 problems=["calibration of another text model"],
             )
@@ -92,22 +197,77 @@ class Runtime:
             await self.cache.close()
 
 
-def vector_schema(manifests: dict[str, ModelManifest], distance: str) -> VectorSchema:
-    text = manifests[TEXT_EMBEDDER]
-    dense = dict.fromkeys(TEXT_DENSE_VECTORS, text.dim)
-    if IMAGE_EMBEDDER in manifests:
-        dense |= dict.fromkeys(IMAGE_VECTORS, manifests[IMAGE_EMBEDDER].dim)
+def vector_schema(
+    text_versions: dict[int, ModelManifest],
+    image: ModelManifest | None,
+    distance: str,
+    *,
+    default: int | None = None,
+) -> VectorSchema:
+    """Every served text version's vectors, the lexical channel, and the picture vectors.
+
+    Versions other than `default` are optional in an existing collection: one exported after the
+    collection was built is served once a re-embedding reindex has added its vectors.
+    """
+    dense: dict[str, int] = {}
+    sparse = [TEXT_LEXICAL_VECTOR]
+    multi: set[str] = set()
+    optional: set[str] = set()
+    for version, manifest in sorted(text_versions.items()):
+        names = TextVectorNames.of(version)
+        dense |= dict.fromkeys(names.dense, manifest.dim)
+        multi |= set(names.multi)
+        owned = set(names.dense)
+        if manifest.has_sparse:
+            sparse.append(names.sparse)
+            owned.add(names.sparse)
+        if default is not None and version != default:
+            optional |= owned
+    if image is not None:
+        dense |= dict.fromkeys(IMAGE_VECTORS, image.dim)
     return VectorSchema(
         dense=dense,
-        sparse=[TEXT_LEXICAL_VECTOR] + ([TEXT_SPARSE_VECTOR] if text.has_sparse else []),
+        sparse=sparse,
         distance=distance,
-        multi=frozenset(TEXT_MULTI_VECTORS),
+        multi=frozenset(multi),
         idf=frozenset({TEXT_LEXICAL_VECTOR}),
+        optional=frozenset(optional),
     )
 
 
+def load_text_versions(
+    repository: Path, served: list[int] | None = None
+) -> dict[int, tuple[ModelManifest, Path]]:
+    """The text_embedder versions to serve: `served` (TEXT_MODEL_VERSIONS), else every exported one."""
+    exported = version_dirs(repository / TEXT_EMBEDDER)
+    if not exported:
+        load_manifest(repository, TEXT_EMBEDDER)  # raises the "export one first" error
+    chosen = served or exported
+    missing = sorted(set(chosen) - set(exported))
+    if missing:
+        raise ManifestError(
+            f"TEXT_MODEL_VERSIONS names {missing}, but {repository / TEXT_EMBEDDER} has versions {exported}"
+        )
+    return {version: load_manifest(repository, TEXT_EMBEDDER, version) for version in sorted(chosen)}
+
+
+def initial_rollout(settings: Settings, versions: dict[int, ModelManifest]) -> Rollout:
+    """TEXT_MODEL_DEFAULT, else the newest version that is not a fine-tune (a fine-tune waits for its
+    promotion), else the newest; TEXT_MODEL_SPLIT's shares for candidates."""
+    if settings.text_model_default is not None:
+        default = settings.text_model_default
+    else:
+        plain = [v for v, m in versions.items() if m.lineage is None]
+        default = max(plain or versions)
+    shares = {v: s for v, s in parse_split(settings.text_model_split).items() if v != default}
+    rollout = Rollout(default, shares)
+    check_versions(rollout, versions)
+    return rollout
+
+
 def load_manifests(repository: Path) -> dict[str, tuple[ModelManifest, Path]]:
-    """text_embedder (required), image_embedder and clip_text_embedder (optional, one shared space)."""
+    """text_embedder (required; its newest version), image_embedder and clip_text_embedder (optional,
+    one shared space)."""
     found = {TEXT_EMBEDDER: load_manifest(repository, TEXT_EMBEDDER)}
     for role in (IMAGE_EMBEDDER, CLIP_TEXT_EMBEDDER):
         if has_role(repository, role):
@@ -127,13 +287,14 @@ def load_manifests(repository: Path) -> dict[str, tuple[ModelManifest, Path]]:
 
 
 def build_engine(settings: Settings, models: dict[str, tuple[ModelManifest, Path]]) -> InferenceEngine:
+    """`models` by engine reference (`text_embedder:2`, `image_embedder`)."""
     if settings.encoder_engine == "triton":
         from service.encoders.triton_engine import TritonEngine
 
         return TritonEngine(settings.triton_url, settings.triton_protocol, settings.triton_timeout_s)
     from service.encoders.onnx_engine import OnnxRuntimeEngine
 
-    paths = {role: directory / manifest.onnx_file for role, (manifest, directory) in models.items()}
+    paths = {ref: directory / manifest.onnx_file for ref, (manifest, directory) in models.items()}
     return OnnxRuntimeEngine(paths, threads=settings.ort_threads)
 
 
@@ -143,21 +304,37 @@ async def build_runtime(
     """Everything the service needs; raises ManifestError when no text model was exported."""
     metrics = metrics or Metrics()
     models = load_manifests(settings.model_repository)
+    texts = load_text_versions(settings.model_repository, _versions(settings.text_model_versions))
+    rollout = initial_rollout(settings, {v: m for v, (m, _) in texts.items()})
+    models[TEXT_EMBEDDER] = texts[rollout.default]
     manifests = {role: manifest for role, (manifest, _) in models.items()}
+    refs = {model_ref(TEXT_EMBEDDER, v): found for v, found in texts.items()}
+    refs |= {role: found for role, found in models.items() if role != TEXT_EMBEDDER}
     breakers = Breakers(settings.breaker_threshold, settings.breaker_reset_s)
-    engine = InstrumentedEngine(GuardedEngine(engine or build_engine(settings, models), breakers), metrics)
+    engine = InstrumentedEngine(GuardedEngine(engine or build_engine(settings, refs), breakers), metrics)
     refresh = getattr(engine, "refresh_model_info", None)
     if refresh is not None:
-        await refresh(list(manifests))
-    text_manifest, text_dir = models[TEXT_EMBEDDER]
-    text = TextEncoder(text_manifest, text_dir, engine, settings.text_max_tokens)
+        await refresh(list(refs))
+    text_models = {
+        version: TextModel(
+            version,
+            TextEncoder(manifest, directory, engine, settings.text_max_tokens, version=version),
+            TextVectorNames.of(version),
+        )
+        for version, (manifest, directory) in texts.items()
+    }
     image = ImageEncoder(manifests[IMAGE_EMBEDDER], engine) if IMAGE_EMBEDDER in models else None
     clip_text = None
     if CLIP_TEXT_EMBEDDER in models:
         clip_manifest, clip_dir = models[CLIP_TEXT_EMBEDDER]
         clip_text = TextEncoder(clip_manifest, clip_dir, engine, settings.text_max_tokens)
     store = AnimeStore.open(
-        vector_schema(manifests, settings.qdrant_distance),
+        vector_schema(
+            {v: m for v, (m, _) in texts.items()},
+            manifests.get(IMAGE_EMBEDDER),
+            settings.qdrant_distance,
+            default=rollout.default,
+        ),
         alias=settings.qdrant_collection,
         url=settings.qdrant_url,
         api_key=settings.qdrant_api_key,
@@ -179,13 +356,17 @@ async def build_runtime(
     )
     store.on_write = cache.invalidate
     metrics.describe(
-        engine=engine.name, store=store.engine, **{role: m.model_version for role, m in manifests.items()}
+        engine=engine.name,
+        store=store.engine,
+        **{role: m.model_version for role, m in manifests.items()},
+        **{model_ref(TEXT_EMBEDDER, v): m.manifest.model_version for v, m in text_models.items()},
     )
     return Runtime(
         settings=settings,
         engine=engine,
-        text=text,
+        text_models=text_models,
         store=store,
+        rollout=rollout,
         manifests=manifests,
         image=image,
         clip_text=clip_text,
@@ -194,3 +375,14 @@ async def build_runtime(
         breakers=breakers,
         decoder=DecodePool(settings.image_decode_threads),
     )
+
+
+def _versions(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError as exc:
+        raise ManifestError(
+            f"TEXT_MODEL_VERSIONS: expected comma-separated version numbers, got {text!r}"
+        ) from exc

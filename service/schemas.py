@@ -57,6 +57,14 @@ Weight = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 TextMode = Literal["dense", "hybrid"]
 Ranking = Literal["weighted", "rrf", "dbsf"]
 SimilarityKind = Literal["anime", "visual", "vector"]
+ModelVersion = Annotated[
+    int,
+    msgspec.Meta(
+        ge=1,
+        description="Admin only: answer with this version of the text model (a candidate under test) "
+        "instead of the one the A/B split picks for the caller.",
+    ),
+]
 
 
 class SearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -72,6 +80,7 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             "confident score fusion."
         ),
     ] = None
+    model_version: ModelVersion | None = None
 
 
 class ImageSearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -98,6 +107,7 @@ class MultimodalSearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_onl
     score_threshold: (
         Annotated[float, msgspec.Meta(ge=0.0, le=1.0, description="On the fused score.")] | None
     ) = None
+    model_version: ModelVersion | None = None
 
     def __post_init__(self) -> None:
         if self.query is None and self.image is None:
@@ -112,6 +122,7 @@ class SimilarityBatchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only
     limit: Limit = 10
     filters: SearchFilters | None = None
     score_threshold: ScoreThreshold | None = None
+    model_version: ModelVersion | None = None
 
 
 class VectorMatch(msgspec.Struct, kw_only=True):
@@ -153,6 +164,8 @@ class QueryInfo(msgspec.Struct, kw_only=True):
     engine: str
     model: str
     model_version: str
+    # Which version of text_embedder answered (the A/B split's pick, or an admin's override).
+    text_version: int | None = None
     store: str
     took_ms: float
     tokens: int | None = None

@@ -20,15 +20,8 @@ from service.explain import explain
 from service.fusion import Candidate, Fused, RankedList, fuse, fuse_confident
 from service.images import decode_base64_image
 from service.languages import detect_language
-from service.runtime import (
-    FACTS_VECTOR,
-    IMAGE_VECTORS,
-    SYNOPSIS_VECTOR,
-    TEXT_LEXICAL_VECTOR,
-    TEXT_SPARSE_VECTOR,
-    TITLE_VECTOR,
-    Runtime,
-)
+from service.rollout import Caller
+from service.runtime import Runtime, TextModel
 from service.schemas import (
     AnimeRecord,
     AnimeResult,
@@ -41,6 +34,15 @@ from service.schemas import (
 from service.store.filters import build_filter
 from service.store.types import Hit, ScorePenalty, VectorQuery
 from service.text_compose import normalize_query
+from service.vectors import (
+    FACTS_VECTOR,
+    HUBNESS_FIELD,
+    IMAGE_VECTORS,
+    SYNOPSIS_VECTOR,
+    TEXT_LEXICAL_VECTOR,
+    TEXT_SPARSE_VECTOR,
+    TITLE_VECTOR,
+)
 
 _SYNOPSIS_SNIPPET = 500
 # How text search fuses its lists: "confident" (service/fusion.py fuse_confident, in the façade, on the
@@ -65,8 +67,12 @@ _RESULT_FIELDS = tuple(
 
 # Payload keys the service keeps for itself beside the document (not part of what the client stored).
 _BOOKKEEPING = frozenset(
-    {"model_version", "model_versions", "updated_at", "updated_at_ts", "synopsis_languages", "hubness"}
+    {"model_version", "model_versions", "updated_at", "updated_at_ts", "synopsis_languages"}
 )
+
+
+def _is_bookkeeping(key: str) -> bool:
+    return key in _BOOKKEEPING or key == HUBNESS_FIELD or key.startswith(HUBNESS_FIELD + "_v")
 
 
 def _snippet(text: Any) -> str | None:
@@ -148,7 +154,12 @@ class SearchService:
         return TEXT_LEXICAL_VECTOR in self.runtime.store.schema.sparse
 
     async def text_queries(
-        self, query: str, embedding: QueryEmbedding, query_filter: Any, mode: str
+        self,
+        query: str,
+        embedding: QueryEmbedding,
+        query_filter: Any,
+        mode: str,
+        model: TextModel | None = None,
     ) -> list[VectorQuery]:
         """The candidate lists of a text query: names, facts, synopses (+ lexical and learned sparse in
         hybrid).
@@ -157,25 +168,27 @@ class SearchService:
         calibration (service/calibration.py); the names list is not: a name typed in any script should
         meet that very name, language and all.
         """
+        model = model or self.runtime.default_model
         depth = self.candidates
         dense = embedding.dense.tolist()
-        lists = [VectorQuery(TITLE_VECTOR, dense, depth, query_filter)]
-        if FACTS_VECTOR in self.runtime.store.schema.dense:
-            lists.append(VectorQuery(FACTS_VECTOR, dense, depth, query_filter))
-        calibration = await self.runtime.calibration()
+        names = model.names
+        lists = [VectorQuery(names.title, dense, depth, query_filter)]
+        if names.facts in self.runtime.store.schema.dense:
+            lists.append(VectorQuery(names.facts, dense, depth, query_filter))
+        calibration = await self.runtime.calibration(model)
         if calibration is not None:
             centred = center_query(embedding.dense, detect_language(query), calibration).tolist()
-            penalty = ScorePenalty("hubness", calibration.hub_weight) if self.hub_correction else None
-            lists.append(VectorQuery(SYNOPSIS_VECTOR, centred, depth, query_filter, penalty=penalty))
+            penalty = ScorePenalty(names.hubness, calibration.hub_weight) if self.hub_correction else None
+            lists.append(VectorQuery(names.synopsis, centred, depth, query_filter, penalty=penalty))
         else:
-            lists.append(VectorQuery(SYNOPSIS_VECTOR, dense, depth, query_filter))
+            lists.append(VectorQuery(names.synopsis, dense, depth, query_filter))
         if mode == "hybrid":
             lexical = self.runtime.lexical.query(query)
             if len(lexical):  # emoji or punctuation only: no word to match
                 lists.append(VectorQuery(TEXT_LEXICAL_VECTOR, lexical, depth, query_filter))
             sparse = embedding.sparse
-            if sparse is not None and len(sparse) and TEXT_SPARSE_VECTOR in self.runtime.store.schema.sparse:
-                lists.append(VectorQuery(TEXT_SPARSE_VECTOR, sparse, depth, query_filter))
+            if sparse is not None and len(sparse) and names.sparse in self.runtime.store.schema.sparse:
+                lists.append(VectorQuery(names.sparse, sparse, depth, query_filter))
         return lists
 
     @property
@@ -183,14 +196,16 @@ class SearchService:
         assert self.runtime.cache is not None
         return self.runtime.cache
 
-    async def embed_text(self, query: str) -> QueryEmbedding:
+    async def embed_text(self, query: str, model: TextModel | None = None) -> QueryEmbedding:
+        encoder = (model or self.runtime.default_model).encoder
+
         async def compute() -> QueryEmbedding:
-            e = await self.runtime.text.encode([query], kind="query")
+            e = await encoder.encode([query], kind="query")
             return QueryEmbedding(
                 e.dense[0], e.sparse[0] if e.sparse else None, e.token_counts[0], e.truncated[0]
             )
 
-        return await self.cache.embedding(self.runtime.text.manifest.model_version, query, compute)
+        return await self.cache.embedding(encoder.manifest.model_version, query, compute)
 
     async def embed_clip_text(self, query: str) -> np.ndarray | None:
         clip_text = self.runtime.clip_text
@@ -216,9 +231,17 @@ class SearchService:
         return (await self.cache.embedding(image_encoder.manifest.model_version, data, compute)).dense  # type: ignore[union-attr]
 
     async def _cached(
-        self, endpoint: str, request: Any, compute: Callable[[], Awaitable[SearchResponse]]
+        self,
+        endpoint: str,
+        request: Any,
+        compute: Callable[[], Awaitable[SearchResponse]],
+        model: TextModel | None = None,
     ) -> SearchResponse:
+        """The answer from the cache, or computed; keyed by the text version too (clients of two
+        versions asking the same get their own version's answer)."""
         started = time.perf_counter()
+        if model is not None:
+            endpoint = f"{endpoint}@text:{model.version}"
 
         async def answer_now() -> SearchResponse:
             # A cached answer is still served while the store is down; a new one needs the store.
@@ -233,25 +256,29 @@ class SearchService:
 
     # -- text ------------------------------------------------------------------------------------
 
-    async def search_text(self, request: SearchRequest) -> SearchResponse:
+    async def search_text(self, request: SearchRequest, caller: Caller | None = None) -> SearchResponse:
         query = self._query_text(request.query)
-        return await self._cached("search", request, lambda: self._search_text(request, query))
+        model = await self.runtime.choose_model(caller, request.model_version)
+        with self.runtime.metrics.text_version("search", model.version):
+            return await self._cached(
+                "search", request, lambda: self._search_text(request, query, model), model
+            )
 
-    async def _search_text(self, request: SearchRequest, query: str) -> SearchResponse:
+    async def _search_text(self, request: SearchRequest, query: str, model: TextModel) -> SearchResponse:
         started = time.perf_counter()
         mode = request.text_mode or self.runtime.settings.text_search_mode
         if mode == "hybrid" and not self.hybrid_available():
             mode = "dense"  # a collection built before the lexical channel: dense until reindexed
-        embedding = await self.embed_text(query)
-        lists = await self.text_queries(query, embedding, build_filter(request.filters), mode)
+        embedding = await self.embed_text(query, model)
+        lists = await self.text_queries(query, embedding, build_filter(request.filters), mode, model)
         if self.text_fusion == "confident":
-            results = await self._fuse_text(lists, request.limit, request.score_threshold)
+            results = await self._fuse_text(lists, request.limit, request.score_threshold, model)
         else:
             hits = await self.runtime.store.search_fused(
                 lists, fusion=self.text_fusion, limit=request.limit, score_threshold=request.score_threshold
             )
             results = [hit_result(h) for h in hits]
-        manifest = self.runtime.text.manifest
+        manifest = model.manifest
         return SearchResponse(
             results=results,
             total=len(results),
@@ -259,6 +286,7 @@ class SearchService:
                 started,
                 manifest.source,
                 manifest.model_version,
+                text_version=model.version,
                 tokens=embedding.tokens,
                 truncated=embedding.truncated,
                 mode=mode,
@@ -268,7 +296,7 @@ class SearchService:
         )
 
     async def _fuse_text(
-        self, lists: list[VectorQuery], limit: int, score_threshold: float | None
+        self, lists: list[VectorQuery], limit: int, score_threshold: float | None, model: TextModel
     ) -> list[AnimeResult]:
         """Candidates of every list in one batch (ids and scores), fused here, then the results."""
         store = self.runtime.store
@@ -279,7 +307,7 @@ class SearchService:
             for q, hits in zip(queries, found, strict=True)
         ]
         sparse = {q.using: q.limit for q in queries if q.using in store.schema.sparse}
-        weights = {q.using: TEXT_WEIGHTS.get(q.using, 1.0) for q in queries}
+        weights = {q.using: TEXT_WEIGHTS.get(model.names.base_name(q.using), 1.0) for q in queries}
         return await self._results_of(fuse_confident(ranked, weights, limit=limit, zero_filled=sparse))
 
     async def _results_of(self, fused: list[Fused]) -> list[AnimeResult]:
@@ -321,10 +349,10 @@ class SearchService:
 
     # -- multimodal ------------------------------------------------------------------------------
 
-    async def _text_lists(self, query: str, query_filter: Any) -> list[_List]:
-        embedding = await self.embed_text(query)
+    async def _text_lists(self, query: str, query_filter: Any, model: TextModel) -> list[_List]:
+        embedding = await self.embed_text(query, model)
         mode = self.runtime.settings.text_search_mode if self.hybrid_available() else "dense"
-        queries = await self.text_queries(query, embedding, query_filter, mode)
+        queries = await self.text_queries(query, embedding, query_filter, mode, model)
         return [_List(q.using, "text", q) for q in queries]
 
     async def _cross_modal_lists(self, query: str, query_filter: Any) -> list[_List]:
@@ -347,19 +375,25 @@ class SearchService:
             for name in IMAGE_VECTORS
         ]
 
-    async def search_multimodal(self, request: MultimodalSearchRequest) -> SearchResponse:
+    async def search_multimodal(
+        self, request: MultimodalSearchRequest, caller: Caller | None = None
+    ) -> SearchResponse:
         query = self._query_text(request.query) if request.query is not None else None
-        return await self._cached(
-            "search/multimodal", request, lambda: self._search_multimodal(request, query)
-        )
+        model = await self.runtime.choose_model(caller, request.model_version)
+        with self.runtime.metrics.text_version("search/multimodal", model.version):
+            return await self._cached(
+                "search/multimodal", request, lambda: self._search_multimodal(request, query, model), model
+            )
 
-    async def _search_multimodal(self, request: MultimodalSearchRequest, query: str | None) -> SearchResponse:
+    async def _search_multimodal(
+        self, request: MultimodalSearchRequest, query: str | None, model: TextModel
+    ) -> SearchResponse:
         started = time.perf_counter()
         query_filter = build_filter(request.filters)
 
         jobs: list[tuple[str, Awaitable[list[_List]]]] = []
         if query is not None:
-            jobs.append(("text", self._text_lists(query, query_filter)))
+            jobs.append(("text", self._text_lists(query, query_filter, model)))
             jobs.append(("text (cross-modal)", self._cross_modal_lists(query, query_filter)))
         if request.image is not None:
             jobs.append(("image", self._image_lists(request.image, query_filter)))
@@ -396,7 +430,7 @@ class SearchService:
         if request.score_threshold is not None:
             fused = [f for f in fused if f.score >= request.score_threshold]
         results = await self._results_of(fused)
-        manifest = self.runtime.text.manifest
+        manifest = model.manifest
         return SearchResponse(
             results=results,
             total=len(results),
@@ -404,6 +438,7 @@ class SearchService:
                 started,
                 manifest.source,
                 manifest.model_version,
+                text_version=model.version if query is not None else None,
                 ranking=request.ranking,
                 weights=weights,
                 vectors=[item.name for item in lists],
@@ -417,7 +452,7 @@ class SearchService:
         hit = await self.runtime.store.get(anime_id)
         if hit is None:
             raise NotFound(f"no anime with id '{anime_id}'", anime_id=anime_id)
-        document = {k: v for k, v in hit.payload.items() if k not in _BOOKKEEPING}
+        document = {k: v for k, v in hit.payload.items() if not _is_bookkeeping(k)}
         return AnimeRecord(
             anime_id=anime_id,
             document=document,

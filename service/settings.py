@@ -32,6 +32,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     triton_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     ort_threads: Annotated[int, msgspec.Meta(ge=0)] = 0
     text_max_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # Versions of text_embedder served side by side (service/rollout.py): which ones (default: every
+    # exported version), the default (default: the newest that is not a fine-tune; a promotion recorded
+    # in the collection wins over this), and candidates' shares of clients ("2:0.1").
+    text_model_versions: str | None = None
+    text_model_default: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    text_model_split: str | None = None
 
     # Search
     text_search_mode: Literal["dense", "hybrid"] = "hybrid"

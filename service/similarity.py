@@ -14,15 +14,8 @@ import msgspec
 from service.errors import NotFound, ServiceError
 from service.explain import explain
 from service.fusion import Candidate, Fused, RankedList, fuse
-from service.runtime import (
-    FACTS_VECTOR,
-    IMAGE_VECTORS,
-    SYNOPSIS_VECTOR,
-    TEXT_LEXICAL_VECTOR,
-    TEXT_SPARSE_VECTOR,
-    TITLE_VECTOR,
-    Runtime,
-)
+from service.rollout import Caller
+from service.runtime import Runtime, TextModel
 from service.schemas import (
     AnimeResult,
     ErrorBody,
@@ -36,12 +29,18 @@ from service.schemas import (
 from service.search import to_result
 from service.store.filters import build_filter
 from service.store.types import ScorePenalty, StoredRecord, VectorQuery
+from service.vectors import IMAGE_VECTORS, TEXT_LEXICAL_VECTOR, TextVectorNames
 
-CONTENT_VECTORS = (TITLE_VECTOR, FACTS_VECTOR, SYNOPSIS_VECTOR, TEXT_LEXICAL_VECTOR, TEXT_SPARSE_VECTOR)
+
+def kind_vectors(kind: str, names: TextVectorNames) -> tuple[str, ...]:
+    """The vectors a kind of similarity compares, with a text model version's own content vectors."""
+    content = (names.title, names.facts, names.synopsis, TEXT_LEXICAL_VECTOR, names.sparse)
+    return {"anime": content, "visual": IMAGE_VECTORS, "vector": (*content, *IMAGE_VECTORS)}[kind]
+
+
+# Version 1's names (what a collection built before versions has).
 KIND_VECTORS: dict[str, tuple[str, ...]] = {
-    "anime": CONTENT_VECTORS,
-    "visual": IMAGE_VECTORS,
-    "vector": (*CONTENT_VECTORS, *IMAGE_VECTORS),
+    kind: kind_vectors(kind, TextVectorNames.of(1)) for kind in ("anime", "visual", "vector")
 }
 
 
@@ -62,12 +61,13 @@ class SimilarityService:
         self.runtime = runtime
         self.candidates = runtime.settings.fusion_candidates
 
-    def _plan(self, kind: str, anime_id: str, record: StoredRecord | None) -> _Plan:
+    def _plan(self, kind: str, anime_id: str, record: StoredRecord | None, model: TextModel) -> _Plan:
         if record is None:
             return _Plan(anime_id, None, (), NotFound(f"no anime with id '{anime_id}'", anime_id=anime_id))
-        names = tuple(n for n in KIND_VECTORS[kind] if n in record.vectors)
+        vectors = kind_vectors(kind, model.names)
+        names = tuple(n for n in vectors if n in record.vectors)
         if not names:
-            wanted = ", ".join(KIND_VECTORS[kind])
+            wanted = ", ".join(vectors)
             return _Plan(
                 anime_id,
                 record,
@@ -87,19 +87,20 @@ class SimilarityService:
         limit: int,
         filters: SearchFilters | None,
         score_threshold: float | None,
+        model: TextModel,
     ) -> list[tuple[_Plan, list[AnimeResult]]]:
         """Three store round trips whatever the number of ids: the query anime's vectors, every
         candidate list in one batch (ids and scores only), then the payloads of what made the cut."""
         store = self.runtime.store
         records = await store.get_many(list(dict.fromkeys(anime_ids)))
-        plans = [self._plan(kind, anime_id, records.get(anime_id)) for anime_id in anime_ids]
+        plans = [self._plan(kind, anime_id, records.get(anime_id), model) for anime_id in anime_ids]
         query_filter = build_filter(filters)
         # One candidate more than needed, and the anime itself dropped from each list afterwards: a
         # must-not filter on its id would cost a per-point check in local mode, and ranks the same.
         depth = max(limit, self.candidates) + 1
         # The stored synopsis vectors are already centred; the hub correction applies as in text search.
-        calibration = await self.runtime.calibration()
-        hub = ScorePenalty("hubness", calibration.hub_weight) if calibration is not None else None
+        calibration = await self.runtime.calibration(model)
+        hub = ScorePenalty(model.names.hubness, calibration.hub_weight) if calibration is not None else None
         queries = [
             VectorQuery(
                 name,
@@ -107,7 +108,7 @@ class SimilarityService:
                 depth,
                 query_filter,
                 score_threshold,
-                hub if name == SYNOPSIS_VECTOR else None,
+                hub if name == model.names.synopsis else None,
             )
             for plan in plans
             if plan.record is not None
@@ -141,12 +142,13 @@ class SimilarityService:
             out.append((plan, results))
         return out
 
-    def _info(self, started: float, vectors: tuple[str, ...]) -> QueryInfo:
-        manifest = self.runtime.text.manifest
+    def _info(self, started: float, vectors: tuple[str, ...], model: TextModel) -> QueryInfo:
+        manifest = model.manifest
         return QueryInfo(
             engine=self.runtime.engine.name,
             model=manifest.source,
             model_version=manifest.model_version,
+            text_version=model.version,
             store=self.runtime.store.engine,
             took_ms=round((time.perf_counter() - started) * 1000, 3),
             ranking="rrf" if len(vectors) > 1 else None,
@@ -161,24 +163,29 @@ class SimilarityService:
         limit: int,
         filters: SearchFilters | None,
         score_threshold: float | None,
+        caller: Caller | None = None,
+        model_version: int | None = None,
     ) -> SimilarityResponse:
         started = time.perf_counter()
+        model = await self.runtime.choose_model(caller, model_version)
         request = {
             "kind": kind,
             "anime_id": anime_id,
             "limit": limit,
             "filters": filters,
             "threshold": score_threshold,
+            "text_version": model.version,
         }
         assert self.runtime.cache is not None
-        answer, cached = await self.runtime.cache.answer(
-            "similarity",
-            request,
-            SimilarityResponse,
-            lambda: self._similar(
-                kind, anime_id, limit=limit, filters=filters, score_threshold=score_threshold
-            ),
-        )
+        with self.runtime.metrics.text_version("similarity", model.version):
+            answer, cached = await self.runtime.cache.answer(
+                "similarity",
+                request,
+                SimilarityResponse,
+                lambda: self._similar(
+                    kind, anime_id, limit=limit, filters=filters, score_threshold=score_threshold, model=model
+                ),
+            )
         info = msgspec.structs.replace(answer.query_info, took_ms=_ms(started), cached=cached)
         return msgspec.structs.replace(answer, query_info=info)
 
@@ -190,9 +197,12 @@ class SimilarityService:
         limit: int,
         filters: SearchFilters | None,
         score_threshold: float | None,
+        model: TextModel,
     ) -> SimilarityResponse:
         started = time.perf_counter()
-        ((plan, results),) = await self._similar_many(kind, [anime_id], limit, filters, score_threshold)
+        ((plan, results),) = await self._similar_many(
+            kind, [anime_id], limit, filters, score_threshold, model
+        )
         if plan.error is not None:
             raise plan.error
         return SimilarityResponse(
@@ -200,14 +210,23 @@ class SimilarityService:
             kind=kind,
             results=results,
             total=len(results),
-            query_info=self._info(started, plan.vectors),
+            query_info=self._info(started, plan.vectors, model),
         )
 
-    async def similar_batch(self, request: SimilarityBatchRequest) -> tuple[list[SimilarityBatchItem], float]:
+    async def similar_batch(
+        self, request: SimilarityBatchRequest, caller: Caller | None = None
+    ) -> tuple[list[SimilarityBatchItem], float]:
         started = time.perf_counter()
-        answers = await self._similar_many(
-            request.kind, list(request.anime_ids), request.limit, request.filters, request.score_threshold
-        )
+        model = await self.runtime.choose_model(caller, request.model_version)
+        with self.runtime.metrics.text_version("similarity/batch", model.version):
+            answers = await self._similar_many(
+                request.kind,
+                list(request.anime_ids),
+                request.limit,
+                request.filters,
+                request.score_threshold,
+                model,
+            )
         items = []
         for plan, results in answers:
             if plan.error is not None:

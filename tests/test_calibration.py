@@ -177,7 +177,7 @@ async def test_ingest_calibrates_centres_synopses_and_records_hubness(
         assert set(calibration.document_means) == set(calibration.query_means) and calibration.samples
         docs = [d for d in bangumi_documents[:80] if synopsis_texts(d)][:5]
         stored = await runtime.store.get_many([d.anime_id for d in docs])
-        raw = await embed_documents(runtime, docs, calibration=None)
+        raw = await embed_documents(runtime, docs, calibrations={})
         for doc, point in zip(docs, raw, strict=True):
             record = stored[doc.anime_id]
             languages = [lang for lang, _ in synopsis_texts(doc)]

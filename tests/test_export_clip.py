@@ -141,8 +141,9 @@ async def test_the_facade_serves_the_truncated_dim(matryoshka_repository, tmp_pa
     from litestar.testing import AsyncTestClient
 
     from service.app import create_app
-    from service.runtime import IMAGE_VECTORS, vector_schema
+    from service.runtime import vector_schema
     from service.settings import load_settings
+    from service.vectors import IMAGE_VECTORS
 
     settings = load_settings({}, model_repository=matryoshka_repository, qdrant_path=tmp_path / "q")
     async with AsyncTestClient(create_app(settings)) as client:

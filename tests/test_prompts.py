@@ -109,7 +109,7 @@ async def test_ingest_embeds_names_as_queries_and_facts_and_synopses_as_document
         load_settings({}, model_repository=prompted_repository, qdrant_path=tmp_path)
     )
     try:
-        (point,) = await embed_documents(runtime, [doc], calibration=None)
+        (point,) = await embed_documents(runtime, [doc], calibrations={})
     finally:
         await runtime.close()
     names = title_texts(doc)

@@ -249,7 +249,7 @@ async def test_ingest_through_triton_writes_the_same_vectors(
         )
         runtime = await build_runtime(real_settings(real_repository, tmp_path / engine, **overrides))
         try:
-            points = await embed_documents(runtime, sample, calibration=None)
+            points = await embed_documents(runtime, sample, calibrations={})
             vectors[engine] = [p.vectors for p in points]
         finally:
             await runtime.close()

@@ -20,11 +20,12 @@ from benchmarks.relevance.pictures import screenshot
 from benchmarks.relevance.titles import is_cjk, normalize
 from service.documents import AnimeDocument
 from service.errors import NotFound
-from service.runtime import TEXT_LEXICAL_VECTOR, Runtime
+from service.runtime import Runtime
 from service.schemas import ImageSearchRequest, MultimodalSearchRequest, Ranking, SearchRequest
 from service.search import SearchService
 from service.similarity import SimilarityService
 from service.text_compose import compose_text, normalize_query
+from service.vectors import TEXT_LEXICAL_VECTOR
 
 
 class Ranker(Protocol):

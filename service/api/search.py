@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 
 from service.api.errors import error_responses
+from service.rollout import Caller
 from service.schemas import (
     AnimeRecord,
     ImageSearchRequest,
@@ -34,12 +35,15 @@ class SearchController(Controller):
         "/",
         status_code=200,
         summary="Search anime by natural-language text",
-        responses=error_responses(400, 422, 502, 503),
+        responses=error_responses(400, 403, 404, 422, 502, 503),
     )
     async def search_text(
-        self, data: JSONBody[SearchRequest], search: NamedDependency[SearchService]
+        self,
+        data: JSONBody[SearchRequest],
+        search: NamedDependency[SearchService],
+        caller: NamedDependency[Caller],
     ) -> SearchResponse:
-        return await search.search_text(data)
+        return await search.search_text(data, caller)
 
     @post(
         "/image",
@@ -59,9 +63,12 @@ class SearchController(Controller):
         responses=error_responses(400, 413, 415, 422, 502, 503),
     )
     async def search_multimodal(
-        self, data: JSONBody[MultimodalSearchRequest], search: NamedDependency[SearchService]
+        self,
+        data: JSONBody[MultimodalSearchRequest],
+        search: NamedDependency[SearchService],
+        caller: NamedDependency[Caller],
     ) -> SearchResponse:
-        return await search.search_multimodal(data)
+        return await search.search_multimodal(data, caller)
 
     @get(
         "/by-id/{anime_id:str}",

@@ -12,6 +12,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from service.api.errors import error_responses
 from service.api.search import AnimeIdPath
 from service.documents import AnimeStatus, AnimeType
+from service.rollout import Caller
 from service.schemas import (
     SearchFilters,
     SimilarityBatchRequest,
@@ -52,6 +53,7 @@ class SimilarityController(Controller):
         kind: Annotated[SimilarityKind, PathParameter(description="anime, visual or vector")],
         anime_id: AnimeIdPath,
         similarity: NamedDependency[SimilarityService],
+        caller: NamedDependency[Caller],
         limit: LimitQuery = 10,
         score_threshold: Annotated[float | None, QueryParameter(ge=-1e6, le=1e6)] = None,
         genres: Annotated[list[str] | None, QueryParameter(max_items=20)] = None,
@@ -59,10 +61,20 @@ class SimilarityController(Controller):
         year_max: YearQuery = None,
         type_: Annotated[list[AnimeType] | None, QueryParameter(name="type", max_items=7)] = None,
         status: Annotated[list[AnimeStatus] | None, QueryParameter(max_items=4)] = None,
+        model_version: Annotated[
+            int | None,
+            QueryParameter(ge=1, description="Admin only: compare with this text model version's vectors."),
+        ] = None,
     ) -> SimilarityResponse:
         filters = _filters(genres, year_min, year_max, type_, status)
         return await similarity.similar(
-            kind, anime_id, limit=limit, filters=filters, score_threshold=score_threshold
+            kind,
+            anime_id,
+            limit=limit,
+            filters=filters,
+            score_threshold=score_threshold,
+            caller=caller,
+            model_version=model_version,
         )
 
     @post(
@@ -72,7 +84,10 @@ class SimilarityController(Controller):
         responses=error_responses(400, 422, 503),
     )
     async def batch(
-        self, data: JSONBody[SimilarityBatchRequest], similarity: NamedDependency[SimilarityService]
+        self,
+        data: JSONBody[SimilarityBatchRequest],
+        similarity: NamedDependency[SimilarityService],
+        caller: NamedDependency[Caller],
     ) -> SimilarityBatchResponse:
-        items, took_ms = await similarity.similar_batch(data)
+        items, took_ms = await similarity.similar_batch(data, caller)
         return SimilarityBatchResponse(kind=data.kind, results=items, took_ms=took_ms)

@@ -11,7 +11,7 @@ import numpy as np
 from service.encoders.base import InferenceEngine
 from service.encoders.sparse import SparseVector, lexical_weights
 from service.encoders.tokenization import TextTokenizer
-from service.manifest import ModelManifest
+from service.manifest import ModelManifest, model_ref
 
 TextKind = Literal["query", "document"]
 
@@ -26,11 +26,19 @@ class TextEmbeddings:
 
 class TextEncoder:
     def __init__(
-        self, manifest: ModelManifest, directory: Path, engine: InferenceEngine, max_tokens: int = 0
+        self,
+        manifest: ModelManifest,
+        directory: Path,
+        engine: InferenceEngine,
+        max_tokens: int = 0,
+        *,
+        version: int | None = None,
     ) -> None:
+        """`version`: which version of the role the engine runs (None: the one it serves)."""
         if manifest.kind != "text" or manifest.tokenizer is None:
             raise ValueError(f"{manifest.role} is not a text model")
         self.manifest = manifest
+        self.model = model_ref(manifest.role, version)
         self.engine = engine
         self.tokenizer = TextTokenizer(directory, manifest.tokenizer, max_tokens)
         self.dense_output = manifest.dense_output
@@ -97,7 +105,7 @@ class TextEncoder:
             return TextEmbeddings(
                 np.zeros((0, self.dim), np.float32), [] if self.manifest.has_sparse else None, [], []
             )
-        chunk = max(1, self.engine.max_batch_size(self.role))
+        chunk = max(1, self.engine.max_batch_size(self.model))
         encodings = self.tokenizer.tokenize(texts)
         # Chunks of similar token counts: each is padded to its longest text only.
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
@@ -108,7 +116,7 @@ class TextEncoder:
         for start in range(0, len(order), chunk):
             rows = order[start : start + chunk]
             batch = self.tokenizer.pad([encodings[i] for i in rows])
-            result = await self.engine.infer(self.role, batch.as_inputs(), self.outputs)
+            result = await self.engine.infer(self.model, batch.as_inputs(), self.outputs)
             dense[rows] = result[self.dense_output]
             if self.manifest.has_sparse:
                 weights = lexical_weights(

@@ -10,6 +10,7 @@ import numpy as np
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from service.errors import DependencyUnavailable
+from service.manifest import split_ref
 
 _DEFAULT_MAX_BATCH = 32
 
@@ -73,7 +74,11 @@ class TritonEngine:
             tensor.set_data_from_numpy(np.ascontiguousarray(array))
             request_inputs.append(tensor)
         requested = [self._module.InferRequestedOutput(name) for name in outputs]
-        result = await self._call(model, self._client.infer(model, request_inputs, outputs=requested))
+        name, version = split_ref(model)
+        result = await self._call(
+            model,
+            self._client.infer(name, request_inputs, model_version=str(version or ""), outputs=requested),
+        )
         return {name: result.as_numpy(name) for name in outputs}
 
     async def _call(self, model: str, awaitable: Any) -> Any:
@@ -106,7 +111,9 @@ class TritonEngine:
 
     async def model_ready(self, model: str) -> bool:
         try:
-            return bool(await asyncio.wait_for(self._client.is_model_ready(model), timeout=self.timeout_s))
+            name, version = split_ref(model)
+            ready = self._client.is_model_ready(name, str(version or ""))
+            return bool(await asyncio.wait_for(ready, timeout=self.timeout_s))
         except (asyncio.TimeoutError, InferenceServerException, OSError):
             return False
 
@@ -120,9 +127,10 @@ class TritonEngine:
         """Learn each model's max_batch_size from Triton; keeps the default where Triton is down."""
         for model in models:
             try:
+                name, version = split_ref(model)
                 config = await asyncio.wait_for(
                     self._client.get_model_config(
-                        model, **({"as_json": True} if self.protocol == "grpc" else {})
+                        name, str(version or ""), **({"as_json": True} if self.protocol == "grpc" else {})
                     ),
                     timeout=self.timeout_s,
                 )

@@ -144,8 +144,11 @@ def gate(policy: SecurityPolicy) -> Callable[[ASGIApp], ASGIApp]:
                         send, 429, "rate_limited", f"too many requests; retry in {wait:.2f}s", headers
                     )
                     return
+            state = scope.setdefault("state", {})
+            state["auth"] = policy.keys.enabled
             if principal is not None:
-                scope.setdefault("state", {})["principal"] = principal.name
+                state["principal"] = principal.name
+                state["role"] = principal.role
             await app(scope, receive, send)
 
         return middleware

@@ -42,6 +42,7 @@ from service.store.types import (
     is_multi,
     to_qdrant_vector,
 )
+from service.vectors import CALIBRATION_KEY
 
 RRF_K = int(DEFAULT_RRF_K)
 
@@ -60,9 +61,6 @@ PARAMS_METADATA_KEY = "avs_index_params"
 PENALTY_OVERFETCH = 3
 # How stale the collection size behind the exact-or-graph choice may be: a count per few seconds.
 SIZE_RECHECK_S = 5.0
-# The language means and hub settings the collection's synopsis vectors were centred with
-# (service/calibration.py): searches centre their queries with the same ones.
-CALIBRATION_METADATA_KEY = "avs_calibration"
 
 # Every score the store hands out is a similarity, higher is better, whatever QDRANT_DISTANCE says,
 # because fusion (min-max, DBSF), score_threshold (>=) and explanations all assume so:
@@ -129,19 +127,31 @@ def _hit(point: models.ScoredPoint, euclid: bool = False) -> Hit:
     return Hit(anime_id=str(payload.get("anime_id", point.id)), score=score, payload=payload)
 
 
-def _structs(points: Sequence[StoredPoint]) -> list[models.PointStruct]:
+def _structs(
+    points: Sequence[StoredPoint], leave_out: frozenset[str] = frozenset()
+) -> list[models.PointStruct]:
+    """Points as Qdrant takes them, without the vectors in `leave_out` (ones the collection lacks)."""
     return [
         models.PointStruct(
             id=point_id(p.anime_id),
-            vector={name: to_qdrant_vector(v) for name, v in p.vectors.items()},
+            vector={name: to_qdrant_vector(v) for name, v in p.vectors.items() if name not in leave_out},
             payload=dict(p.payload),
         )
         for p in points
     ]
 
 
+def _missing_optional(info: models.CollectionInfo, schema: VectorSchema) -> frozenset[str]:
+    """The schema's optional vectors the collection does not have (a version exported after it)."""
+    vectors = info.config.params.vectors
+    existing = set(vectors if isinstance(vectors, dict) else {"": vectors})
+    existing |= set(info.config.params.sparse_vectors or {})
+    return frozenset(name for name in schema.optional if name not in existing)
+
+
 def _problems(info: models.CollectionInfo, schema: VectorSchema) -> tuple[list[str], list[str]]:
-    """What keeps a collection from serving the deployed models: (vectors, metric) problems."""
+    """What keeps a collection from serving the deployed models: (vectors, metric) problems. Optional
+    vectors it lacks are not problems (`_missing_optional`)."""
     vectors = info.config.params.vectors
     existing = vectors if isinstance(vectors, dict) else {"": vectors}
     sparse_existing = info.config.params.sparse_vectors or {}
@@ -150,7 +160,8 @@ def _problems(info: models.CollectionInfo, schema: VectorSchema) -> tuple[list[s
     for name, dim in schema.dense.items():
         params = existing.get(name)
         if params is None:
-            shape.append(f"vector '{name}' is missing")
+            if name not in schema.optional:
+                shape.append(f"vector '{name}' is missing")
             continue
         if params.size != dim:
             shape.append(f"vector '{name}' has {params.size} dims, the model gives {dim}")
@@ -165,7 +176,8 @@ def _problems(info: models.CollectionInfo, schema: VectorSchema) -> tuple[list[s
             )
     for name in schema.sparse:
         if name not in sparse_existing:
-            shape.append(f"sparse vector '{name}' is missing")
+            if name not in schema.optional:
+                shape.append(f"sparse vector '{name}' is missing")
         elif (sparse_existing[name].modifier == models.Modifier.IDF) != (name in schema.idf):
             shape.append(
                 f"sparse vector '{name}' should {'' if name in schema.idf else 'not '}use the IDF modifier"
@@ -211,7 +223,9 @@ class AnimeStore:
         self.params = params or IndexParams()
         self._ready = False
         self._size: tuple[float, int] | None = None  # (when counted, points): see _query_params
-        self._calibration: Calibration | None = None
+        self._calibrations: dict[str, Calibration | None] = {}
+        # The schema's optional vectors the live collection lacks: writes leave them out.
+        self.missing: frozenset[str] = frozenset()
         self._init_lock = asyncio.Lock()
         # Reindex support: the collection being built, the ids written to it directly, and a lock
         # that orders those writes against the copier's.
@@ -324,12 +338,14 @@ class AnimeStore:
             if self._ready:
                 return
             collection = await self.live_collection()
+            missing: frozenset[str] = frozenset()
             if collection is None:
                 name = self.new_collection_name()
                 await self.create_collection(name, self.schema, self.params)
                 await self.point_alias(name)
             else:
                 info = await self._read(collection)
+                missing = _missing_optional(info, self.schema)
                 shape, distance = _problems(info, self.schema)
                 if shape or distance:
                     # Another metric only needs a copy into a collection built with the configured one;
@@ -346,39 +362,50 @@ class AnimeStore:
                 # Build-time settings are the live collection's (e.g. rescoring only if it is quantized),
                 # not the environment's, which only seed new collections; query-time ones stay ours.
                 self.params = self._params_of(info)
+            self.missing = missing
             self._ready = True
 
     def invalidate(self) -> None:
-        """Forget the schema check and the calibration (after a swap); the next call re-reads them."""
+        """Forget the schema check and the calibrations (after a swap); the next call re-reads them."""
         self._ready = False
-        self._calibration = None
+        self._calibrations = {}
 
-    async def calibration(self, collection: str | None = None) -> Calibration | None:
-        """The calibration recorded in a collection (the live one by default; that one is cached)."""
-        if collection is None and self._calibration is not None:
-            return self._calibration
+    async def metadata(self, key: str, collection: str | None = None) -> Any:
+        """One key of a collection's metadata (the live one by default); None when absent."""
         name = collection or await self.live_collection()
         if name is None:
             return None
-        recorded = (getattr((await self._read(name)).config, "metadata", None) or {}).get(
-            CALIBRATION_METADATA_KEY
-        )
+        return (getattr((await self._read(name)).config, "metadata", None) or {}).get(key)
+
+    async def save_metadata(self, key: str, value: Any, collection: str | None = None) -> None:
+        """Set one key of a collection's metadata (the live one by default), keeping the others."""
+        name = collection or await self.live_collection() or self.alias
+        metadata = dict(getattr((await self._read(name)).config, "metadata", None) or {})
+        metadata[key] = value
+        await self._guard(self._client.update_collection(name, metadata=metadata), f"saving {key}")
+
+    async def calibration(
+        self, collection: str | None = None, *, key: str = CALIBRATION_KEY
+    ) -> Calibration | None:
+        """A text model version's calibration (`key`) in a collection (the live one by default; cached)."""
+        if collection is None and self._calibrations.get(key) is not None:
+            return self._calibrations[key]
+        recorded = await self.metadata(key, collection)
         try:
             found = msgspec.convert(recorded, Calibration) if recorded is not None else None
         except msgspec.ValidationError:
             found = None  # written by another version of the service: as if there were none
         if collection is None:
-            self._calibration = found
+            self._calibrations[key] = found
         return found
 
-    async def save_calibration(self, calibration: Calibration, collection: str | None = None) -> None:
-        """Record `calibration` in a collection's metadata (the live one by default)."""
-        name = collection or await self.live_collection() or self.alias
-        metadata = dict(getattr((await self._read(name)).config, "metadata", None) or {})
-        metadata[CALIBRATION_METADATA_KEY] = msgspec.to_builtins(calibration)
-        await self._guard(self._client.update_collection(name, metadata=metadata), "saving calibration")
+    async def save_calibration(
+        self, calibration: Calibration, collection: str | None = None, *, key: str = CALIBRATION_KEY
+    ) -> None:
+        """Record `calibration` under `key` in a collection's metadata (the live one by default)."""
+        await self.save_metadata(key, msgspec.to_builtins(calibration), collection)
         if collection is None or collection == await self.live_collection():
-            self._calibration = calibration
+            self._calibrations[key] = calibration
 
     async def live_collection(self) -> str | None:
         """The collection behind the alias, without checking its schema (reindex reads any)."""
@@ -477,7 +504,7 @@ class AnimeStore:
     async def upsert(self, points: Sequence[StoredPoint]) -> None:
         """Acknowledged only once Qdrant confirms the write (wait=True), live and shadow alike."""
         await self.ensure_ready()
-        structs = _structs(points)
+        structs = _structs(points, self.missing)
         if not structs:
             return
         # Read the shadow before writing: a write that lands in the old collection must reach the new
@@ -485,9 +512,11 @@ class AnimeStore:
         shadow = self.shadow
         await self._guard(self._client.upsert(self.alias, points=structs, wait=True), "upsert")
         if shadow is not None:
+            # The new collection has every served version's vectors, the live one perhaps not yet.
+            full = _structs(points)
             async with self.shadow_lock:
                 self.shadow_touched.update(p.anime_id for p in points)
-                await self._shadow_write(shadow, self._client.upsert(shadow, points=structs, wait=True))
+                await self._shadow_write(shadow, self._client.upsert(shadow, points=full, wait=True))
         await self._written()
 
     async def delete(self, anime_id: str) -> bool:

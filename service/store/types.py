@@ -17,7 +17,9 @@ class VectorSchema:
 
     `multi`: dense vectors stored as several vectors per point and scored by MaxSim (the best of them),
     e.g. every title of an anime. `idf`: sparse vectors whose weights Qdrant multiplies by the
-    inverse document frequency it keeps for the collection (BM25's IDF half).
+    inverse document frequency it keeps for the collection (BM25's IDF half). `optional`: vectors an
+    existing collection may lack (a text model version exported after it was built); new collections
+    get them, writes leave them out where the collection has none.
     """
 
     dense: Mapping[str, int]
@@ -25,6 +27,20 @@ class VectorSchema:
     distance: str = "cosine"
     multi: frozenset[str] = frozenset()
     idf: frozenset[str] = frozenset()
+    optional: frozenset[str] = frozenset()
+
+    def without(self, names: frozenset[str]) -> VectorSchema:
+        """The schema less `names` (the optional vectors a live collection lacks, for a copy of it)."""
+        if not names:
+            return self
+        return VectorSchema(
+            dense={k: v for k, v in self.dense.items() if k not in names},
+            sparse=[n for n in self.sparse if n not in names],
+            distance=self.distance,
+            multi=self.multi - names,
+            idf=self.idf - names,
+            optional=self.optional - names,
+        )
 
 
 # One stored vector: dense, several dense (a multivector), or sparse.
