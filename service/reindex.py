@@ -146,10 +146,14 @@ class Reindexer:
                 job.params = (await store.collection_params(job.source)).merged(job.overrides)
             job.target = store.new_collection_name()
             job.phase = "creating"
-            await store.ensure_ready()
             # Re-embedding fills every served text version; a copy keeps the versions the live
             # collection holds (a version it lacks would be created empty and then look filled).
-            schema = store.schema if job.reembed else store.schema.without(store.missing)
+            lacking = (
+                await store.missing_optional(job.source)
+                if job.source is not None and not job.reembed
+                else frozenset()
+            )
+            job.schema = schema = store.schema.without(lacking)
             job.models = [
                 m
                 for m in self.runtime.text_models.values()

@@ -256,6 +256,11 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     precision: str = "fp32"
     # Worst cosine of the quantized graph's vectors to the fp32 graph's, when quantized.
     quantized_min_cosine: float | None = None
+    # text_embedder's versions side by side: which one this is, whether it is the default, and the
+    # fine-tuning run it came from.
+    version: int | None = None
+    default: bool | None = None
+    lineage_run: str | None = None
 
 
 class ServiceInfo(msgspec.Struct, kw_only=True):

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from tokenizers import SentencePieceUnigramTokenizer, processors
 
+from service.documents import AnimeDocument
+
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
 _CORPUS = [
@@ -240,3 +242,67 @@ def build_clip_b32_shaped(directory: Path, *, seed: int = 0) -> Path:
         str(directory)
     )
     return directory
+
+
+# Stories in English with a Chinese summary of the same plot: the pairs fine-tuning learns from.
+STORIES = [
+    (
+        "A boy pilots a giant robot to fight mysterious angels. His father built it to save a ruined world.",
+        "少年驾驶巨大机器人与神秘的使徒战斗。这台机器人是他的父亲为了拯救毁灭的世界而建造的。",
+    ),
+    (
+        "Space bounty hunters drift through the solar system. They chase their pasts from planet to planet.",
+        "一群赏金猎人乘着飞船在太阳系中漂流，从一个星球到另一个星球，追寻着各自的过去。",
+    ),
+    (
+        "High school girls form a light music club. They play in a band and drink tea after every practice.",
+        "几个高中女生组成了轻音部，一起组乐队演出，每次练习后都会在活动室里喝茶吃点心。",
+    ),
+    (
+        "A young alchemist searches for the ancient stone with his brother after a forbidden ritual failed.",
+        "年轻的炼金术师在禁忌的仪式失败之后，和弟弟一起踏上旅途，寻找传说中的贤者之石。",
+    ),
+    (
+        "Titans attack the last city of humanity. Three walls protect it until the day the outer wall falls.",
+        "巨人袭击人类最后的城市，三道城墙一直守护着人们，直到外墙被打破的那一天为止。",
+    ),
+    (
+        "Detectives solve murders in a city of magic. Steam powers everything and nobody is what they seem.",
+        "侦探们在一座充满魔法的城市里破解一桩又一桩谋杀案，这里的一切都由蒸汽驱动。",
+    ),
+]
+
+
+# One franchise per story (the harness groups seasons by title stem).
+NAMES = [
+    "Angel Pilots",
+    "Bounty Drifters",
+    "Tea Club Band",
+    "Alchemy Brothers",
+    "Wall Titans",
+    "Steam Detectives",
+]
+
+JAPANESE_NAMES = ["天使の操縦者", "賞金漂流", "茶会バンド", "錬金兄弟", "壁の巨人", "蒸気探偵"]
+
+
+def story_documents(copies: int = 4) -> list[AnimeDocument]:
+    """Six stories, each told in English with a Chinese summary, in `copies` seasons (one franchise
+    per story): small enough for the tiny models, shaped like the catalogue fine-tuning mines."""
+    docs = []
+    for i in range(copies):
+        for j, (english, chinese) in enumerate(STORIES):
+            anime = f"anime-{i}-{j}"
+            docs.append(
+                AnimeDocument(
+                    anime_id=anime,
+                    title=f"{NAMES[j]} Season {i + 1}" if i else NAMES[j],
+                    title_japanese=JAPANESE_NAMES[j],
+                    synopsis=english + f" Season {i}." * (i > 0),
+                    synopses={"zh": chinese},
+                    genres=["Action", "Drama"] if j % 2 else ["Comedy", "Music"],
+                    themes=["Mecha"] if j % 3 == 0 else ["School"],
+                    type="TV",
+                )
+            )
+    return docs

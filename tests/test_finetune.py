@@ -28,69 +28,8 @@ from finetune.train import (
     merge_adapters,
     negatives_mask,
 )
-from service.documents import AnimeDocument
 from service.manifest import TEXT_EMBEDDER, load_manifest
-
-# Stories in English with a Chinese summary of the same plot: the pairs fine-tuning learns from.
-STORIES = [
-    (
-        "A boy pilots a giant robot to fight mysterious angels. His father built it to save a ruined world.",
-        "少年驾驶巨大机器人与神秘的使徒战斗。这台机器人是他的父亲为了拯救毁灭的世界而建造的。",
-    ),
-    (
-        "Space bounty hunters drift through the solar system. They chase their pasts from planet to planet.",
-        "一群赏金猎人乘着飞船在太阳系中漂流，从一个星球到另一个星球，追寻着各自的过去。",
-    ),
-    (
-        "High school girls form a light music club. They play in a band and drink tea after every practice.",
-        "几个高中女生组成了轻音部，一起组乐队演出，每次练习后都会在活动室里喝茶吃点心。",
-    ),
-    (
-        "A young alchemist searches for the ancient stone with his brother after a forbidden ritual failed.",
-        "年轻的炼金术师在禁忌的仪式失败之后，和弟弟一起踏上旅途，寻找传说中的贤者之石。",
-    ),
-    (
-        "Titans attack the last city of humanity. Three walls protect it until the day the outer wall falls.",
-        "巨人袭击人类最后的城市，三道城墙一直守护着人们，直到外墙被打破的那一天为止。",
-    ),
-    (
-        "Detectives solve murders in a city of magic. Steam powers everything and nobody is what they seem.",
-        "侦探们在一座充满魔法的城市里破解一桩又一桩谋杀案，这里的一切都由蒸汽驱动。",
-    ),
-]
-
-
-# One franchise per story (the harness groups seasons by title stem).
-NAMES = [
-    "Angel Pilots",
-    "Bounty Drifters",
-    "Tea Club Band",
-    "Alchemy Brothers",
-    "Wall Titans",
-    "Steam Detectives",
-]
-
-JAPANESE_NAMES = ["天使の操縦者", "賞金漂流", "茶会バンド", "錬金兄弟", "壁の巨人", "蒸気探偵"]
-
-
-def _documents(copies: int = 4) -> list[AnimeDocument]:
-    docs = []
-    for i in range(copies):
-        for j, (english, chinese) in enumerate(STORIES):
-            anime = f"anime-{i}-{j}"
-            docs.append(
-                AnimeDocument(
-                    anime_id=anime,
-                    title=f"{NAMES[j]} Season {i + 1}" if i else NAMES[j],
-                    title_japanese=JAPANESE_NAMES[j],
-                    synopsis=english + f" Season {i}." * (i > 0),
-                    synopses={"zh": chinese},
-                    genres=["Action", "Drama"] if j % 2 else ["Comedy", "Music"],
-                    themes=["Mecha"] if j % 3 == 0 else ["School"],
-                    type="TV",
-                )
-            )
-    return docs
+from tests.builders import STORIES, story_documents
 
 
 def test_first_sentences_cut_a_description_to_what_a_user_types():
@@ -101,7 +40,7 @@ def test_first_sentences_cut_a_description_to_what_a_user_types():
 
 
 def test_whole_franchises_are_held_out_and_never_mined_for_training():
-    docs = _documents()
+    docs = story_documents()
     # Each story's seasons are one franchise; story 0 is a plot-en anime, so all of it is held out.
     franchise_of = {
         d.anime_id: {o.anime_id for o in docs if o.anime_id.split("-")[2] == d.anime_id.split("-")[2]}
@@ -126,7 +65,7 @@ def test_franchise_groups_are_joined_through_chains():
 
 
 def test_pairs_match_english_plots_to_chinese_ones_and_mark_the_franchise_right():
-    docs = _documents(copies=2)
+    docs = story_documents(copies=2)
     franchise_of = {"anime-0-1": frozenset({"anime-1-1"}), "anime-1-1": frozenset({"anime-0-1"})}
     pairs = mine_pairs(docs, franchise_of, seed=0)
     plot = [p for p in pairs["plot"] if p.anime_id == "anime-0-1"]
@@ -181,7 +120,7 @@ def test_merging_the_adapters_keeps_what_was_trained(tiny_checkpoint):
 
 def test_a_run_exports_as_the_next_version_with_its_lineage(tiny_checkpoint, tiny_repository, tmp_path: Path):
     documents = tmp_path / "documents.json"
-    documents.write_bytes(msgspec.json.encode(_documents()))
+    documents.write_bytes(msgspec.json.encode(story_documents()))
     run = tmp_path / "run"
     code = finetune_cli(
         [
@@ -194,7 +133,7 @@ def test_a_run_exports_as_the_next_version_with_its_lineage(tiny_checkpoint, tin
     assert len(record["losses"]) == 6 and sum(record["batches_per_kind"].values()) == 6
     assert record["pairs"]["plot"] > 0 and len(record["data_sha256"]) == 64
     held_out = set(json.loads((run / "split.json").read_text())["held_out"])
-    assert held_out and record["split"]["train"] == len(_documents()) - len(held_out)
+    assert held_out and record["split"]["train"] == len(story_documents()) - len(held_out)
     assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
 
     repository = tmp_path / "repo"

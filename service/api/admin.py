@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
+import msgspec
 from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
+from service import versions
 from service.admin import AdminService
 from service.api.errors import error_responses
 from service.api.search import AnimeIdPath
 from service.schemas import DeleteResponse, ReindexJobView, ReindexRequest, UpsertRequest, UpsertResponse
+from service.versions import PromotionView, TextVersionsView
 
 
 def provide_admin(state: State) -> AdminService:
     return state.admin
+
+
+class PromoteRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    version: Annotated[int, msgspec.Meta(ge=1, description="The text model version to make the default.")]
+    evidence: Annotated[
+        dict[str, Any],
+        msgspec.Meta(
+            description="The JSON report of `python -m benchmarks.relevance --finetuned RUN --json F`: "
+            "the candidate against the default on held-out anime."
+        ),
+    ]
 
 
 class AdminController(Controller):
@@ -90,6 +104,30 @@ class AdminController(Controller):
         self, job_id: FromPath[str], admin: NamedDependency[AdminService]
     ) -> ReindexJobView:
         return admin.job(job_id)
+
+    @get("/models/text", summary="Text model versions: served, in the collection, default, A/B shares")
+    async def text_versions(self, admin: NamedDependency[AdminService]) -> TextVersionsView:
+        return await versions.describe(admin.runtime)
+
+    @post(
+        "/models/text/promote",
+        summary="Make a text model version the default, when the harness's evidence shows it is better",
+        responses=error_responses(400, 404, 409, 422, 503),
+        status_code=200,
+    )
+    async def promote(
+        self, data: JSONBody[PromoteRequest], admin: NamedDependency[AdminService]
+    ) -> PromotionView:
+        return await versions.promote(admin.runtime, data.version, data.evidence)
+
+    @post(
+        "/models/text/rollback",
+        summary="Return to the previous default text model version",
+        responses=error_responses(409, 503),
+        status_code=200,
+    )
+    async def rollback(self, admin: NamedDependency[AdminService]) -> TextVersionsView:
+        return await versions.rollback(admin.runtime)
 
     @post(
         "/snapshots",

@@ -8,6 +8,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from service import __version__
 from service.health import check_health
+from service.manifest import TEXT_EMBEDDER
 from service.metrics import CONTENT_TYPE
 from service.runtime import Runtime
 from service.schemas import (
@@ -22,6 +23,11 @@ from service.schemas import (
 @get("/", tags=["system"], summary="Service info: version, engine, store and the models behind each role")
 async def service_info(state: State) -> ServiceInfo:
     runtime: Runtime = state.runtime
+    rollout = await runtime.current_rollout()
+    # Every served text version (the default first), then the other roles.
+    text = sorted(runtime.text_models.values(), key=lambda t: (t.version != rollout.default, t.version))
+    entries = [(t.manifest, t.version, t.version == rollout.default) for t in text]
+    entries += [(m, None, None) for role, m in runtime.manifests.items() if role != TEXT_EMBEDDER]
     return ServiceInfo(
         name="anime-vector-service",
         version=__version__,
@@ -55,8 +61,11 @@ async def service_info(state: State) -> ServiceInfo:
                 else None,
                 precision=m.precision,
                 quantized_min_cosine=m.quantization.min_cosine_to_fp32 if m.quantization else None,
+                version=version,
+                default=default,
+                lineage_run=m.lineage.run_id if m.lineage else None,
             )
-            for m in runtime.manifests.values()
+            for m, version, default in entries
         ],
     )
 

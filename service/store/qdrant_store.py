@@ -486,6 +486,10 @@ class AnimeStore:
     async def _read(self, collection: str) -> models.CollectionInfo:
         return await self._guard(self._client.get_collection(collection), "reading collection")
 
+    async def missing_optional(self, collection: str) -> frozenset[str]:
+        """The schema's optional vectors `collection` lacks (text versions exported after it was built)."""
+        return _missing_optional(await self._read(collection), self.schema)
+
     async def schema_problems(self, collection: str, schema: VectorSchema) -> list[str]:
         shape, distance = _problems(await self._read(collection), schema)
         return shape + distance
