@@ -35,6 +35,7 @@ class RunRecord(msgspec.Struct, kw_only=True):
     seconds: float
     batches_per_kind: dict[str, int]
     losses: list[float]
+    loss_kinds: list[str]
     proxy_before: dict[str, float]
     proxy_after: dict[str, float]
     versions: dict[str, str]
@@ -63,21 +64,25 @@ def write_json(path: Path, value: object) -> None:
     path.write_bytes(msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n")
 
 
-def plot_losses(losses: Sequence[float], path: Path, title: str) -> None:
-    """Loss per step and its running mean over a tenth of the run."""
+def plot_losses(losses: Sequence[float], kinds: Sequence[str], path: Path, title: str) -> None:
+    """Each kind's batch losses against the step, with a running mean: kinds differ in scale (a batch
+    of genre phrases has many right answers masked), so one mixed curve would mostly show the mix."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    window = max(1, len(losses) // 10)
-    smoothed = [
-        sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
-        for i in range(len(losses))
-    ]
     figure, axes = plt.subplots(figsize=(7, 4))
-    axes.plot(range(1, len(losses) + 1), losses, alpha=0.3, label="batch loss")
-    axes.plot(range(1, len(losses) + 1), smoothed, label=f"mean of {window} steps")
+    for kind in sorted(set(kinds)):
+        steps = [i + 1 for i, k in enumerate(kinds) if k == kind]
+        values = [losses[i - 1] for i in steps]
+        window = max(1, len(values) // 8)
+        smoothed = [
+            sum(values[max(0, i - window + 1) : i + 1]) / (i + 1 - max(0, i - window + 1))
+            for i in range(len(values))
+        ]
+        (line,) = axes.plot(steps, smoothed, label=f"{kind} (mean of {window} batches)")
+        axes.scatter(steps, values, s=4, alpha=0.3, color=line.get_color())
     axes.set_xlabel("step")
     axes.set_ylabel("contrastive loss")
     axes.set_title(title)

@@ -148,13 +148,16 @@ def run_text(options: RunOptions, config: TrainConfig) -> RunRecord:
         seconds=round(result.seconds, 1),
         batches_per_kind=result.batches_per_kind,
         losses=[round(x, 5) for x in result.losses],
+        loss_kinds=result.kinds,
         proxy_before=before,
         proxy_after=after,
         versions={p: version(p) for p in ("torch", "transformers", "peft")},
         command=options.command,
     )
     write_json(out / RUN_FILE, record)
-    plot_losses(result.losses, out / LOSS_PLOT, f"{run_id}: LoRA r={config.rank} on {checkpoint.source}")
+    plot_losses(
+        result.losses, result.kinds, out / LOSS_PLOT, f"{run_id}: LoRA r={config.rank} on {checkpoint.source}"
+    )
     save_merged(module, tokenizer, checkpoint.path, out / MERGED_DIR, record)
     return record
 

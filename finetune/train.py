@@ -57,6 +57,8 @@ class TrainResult:
     losses: list[float]
     seconds: float
     batches_per_kind: dict[str, int]
+    # The kind of pair of each step's batch (losses of different kinds are not on one scale).
+    kinds: list[str]
 
 
 class Embedder:
@@ -201,6 +203,7 @@ def train(
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.01)
     sampler = BatchSampler(pairs, config.kind_weights, config.batch_size, config.seed)
     losses: list[float] = []
+    kinds: list[str] = []
     per_kind: dict[str, int] = dict.fromkeys(sampler.kinds, 0)
     started = time.monotonic()
     report(
@@ -210,6 +213,7 @@ def train(
     for step in range(config.steps):
         kind, batch = sampler.next()
         per_kind[kind] += 1
+        kinds.append(kind)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, config)
         queries = embed([p.query for p in batch], "query", config.query_tokens)
@@ -230,7 +234,9 @@ def train(
                 f"{elapsed:.0f}s elapsed, eta {elapsed / done * (config.steps - done):.0f}s"
             )
     module.eval()
-    return TrainResult(losses=losses, seconds=time.monotonic() - started, batches_per_kind=per_kind)
+    return TrainResult(
+        losses=losses, seconds=time.monotonic() - started, batches_per_kind=per_kind, kinds=kinds
+    )
 
 
 @torch.no_grad()

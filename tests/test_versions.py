@@ -3,7 +3,9 @@ version 1 to its share of clients, overridden by admins only, promoted by the ru
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from service.app import create_app
 from service.manifest import TEXT_EMBEDDER, load_manifest
 from service.rollout import Rollout, RolloutError, bucket, parse_split, promotion_verdict
 from service.settings import load_settings
+from service.versions import main as versions_cli
 from tests.api_calls import wait_for_reindex
 from tests.builders import story_documents
 
@@ -239,3 +242,30 @@ async def test_a_version_exported_later_is_served_once_a_reembedding_reindex_fil
         assert await _version_of(client, client_id) == 2
         record = (await client.get("/api/v1/search/by-id/anime-0-1")).json()
         assert {"title_v2", "synopsis_v2"} <= set(record["vectors"])
+
+
+def test_the_cli_lists_promotes_by_the_same_rule_and_rolls_back(versioned, tmp_path, monkeypatch, capsys):
+    repository, run_id = versioned
+    qdrant = tmp_path / "q"
+
+    async def fill() -> None:
+        async with AsyncTestClient(_app(repository, qdrant)) as client:
+            await _fill(client)
+
+    asyncio.run(fill())
+    monkeypatch.setenv("MODEL_REPOSITORY", str(repository))
+    monkeypatch.setenv("QDRANT_PATH", str(qdrant))
+    assert versions_cli(["list"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["default"] == 1 and [v["version"] for v in listed["versions"]] == [1, 2]
+    base_source = load_manifest(repository, TEXT_EMBEDDER, 1)[0].source
+    losing = tmp_path / "losing.json"
+    losing.write_text(json.dumps(_evidence(run_id, base_source, 0.05, 0.0)))
+    assert versions_cli(["promote", "2", "--evidence", str(losing)]) == 2
+    assert "not better by the rule" in capsys.readouterr().err
+    winning = tmp_path / "winning.json"
+    winning.write_text(json.dumps(_evidence(run_id, base_source, 0.5, 0.0)))
+    assert versions_cli(["promote", "2", "--evidence", str(winning)]) == 0
+    assert json.loads(capsys.readouterr().out)["versions"]["default"] == 2
+    assert versions_cli(["rollback"]) == 0
+    assert json.loads(capsys.readouterr().out)["default"] == 1
