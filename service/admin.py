@@ -90,10 +90,17 @@ class AdminService:
     async def stats(self) -> dict[str, Any]:
         stats = await self.runtime.store.stats()
         deployed = {role: m.model_version for role, m in self.runtime.manifests.items()}
-        text_version = deployed.get("text_embedder")
-        stale = sum(
-            n for version, n in stats["model_versions"].items() if version not in (text_version, "client")
-        )
+        default = self.runtime.default_model
+        deployed["text_embedder"] = default.manifest.model_version
+        deployed |= {
+            f"text_embedder:{v}": m.manifest.model_version
+            for v, m in self.runtime.text_models.items()
+            if v != default.version
+        }
+        # Points stamped by any served text version are current (a promotion changes the default, not
+        # the vectors); only those of a model no longer served need a re-embedding reindex.
+        current = {m.manifest.model_version for m in self.runtime.text_models.values()} | {"client"}
+        stale = sum(n for version, n in stats["model_versions"].items() if version not in current)
         return stats | {
             "deployed_models": deployed,
             "stale_points": stale,

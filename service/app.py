@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -98,6 +100,9 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         runtime = await build_runtime(settings, engine, metrics)
         app.state.runtime = runtime
+        # The text model rollout (a promotion recorded in the collection), read now and kept fresh.
+        await runtime.current_rollout()
+        watcher = asyncio.create_task(runtime.watch_rollout(), name="rollout-watch")
         app.state.search = SearchService(runtime)
         app.state.similarity = SimilarityService(runtime)
         reindexer = Reindexer(runtime, batch_size=settings.reindex_batch_size)
@@ -112,6 +117,9 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
         try:
             yield
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             await reindexer.close()
             await runtime.close()
             await policy.buckets.close()

@@ -31,9 +31,9 @@ async def check_health(runtime: Runtime) -> HealthResponse:
     """ok: everything answers. degraded: a model is down (its searches answer 503, the rest works).
     down: the store is down (nothing can be served)."""
     components = {"store": await _probe(runtime.store.ping)}
-    for name, ref in runtime.engine_models.items():
-        components[f"{runtime.engine.name}:{name}"] = await _probe(
-            lambda r=ref: runtime.engine.model_ready(r)
+    for model in runtime.engine_models:
+        components[f"{runtime.engine.name}:{model}"] = await _probe(
+            lambda m=model: runtime.engine.model_ready(m)
         )
     circuits = await runtime.breakers.states() if runtime.breakers is not None else {}
     for circuit, state in circuits.items():

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from service.encoders.base import InferenceEngine
 from service.encoders.image import ImageEncoder
 from service.encoders.lexical import LexicalEncoder
 from service.encoders.text import TextEncoder
-from service.errors import Forbidden, ModelMismatch
+from service.errors import DependencyUnavailable, Forbidden, ModelMismatch
 from service.images import ImageLimits
 from service.manifest import (
     CLIP_TEXT_EMBEDDER,
@@ -83,21 +84,19 @@ class Runtime:
     breakers: Breakers | None = None
     decoder: DecodePool = field(default_factory=DecodePool)
 
-    _rollout_read_at: float = field(default=0.0, repr=False)
+    _rollout_known: bool = field(default=False, repr=False)
 
     @property
     def image_limits(self) -> ImageLimits:
         return ImageLimits(max_bytes=self.settings.image_max_bytes, max_pixels=self.settings.image_max_pixels)
 
     @property
-    def engine_models(self) -> dict[str, str]:
-        """Every model the engine runs: a name for reports (the role; `role:N` for a text version other
-        than the default) -> its engine reference."""
-        found = {
-            TEXT_EMBEDDER if v == self.rollout.default else m.encoder.model: m.encoder.model
-            for v, m in self.text_models.items()
-        }
-        return found | {role: role for role in self.manifests if role != TEXT_EMBEDDER}
+    def engine_models(self) -> list[str]:
+        """Every model the engine runs, as engine references (`text_embedder:1`, `image_embedder`):
+        each text version is probed, guarded and measured on its own."""
+        return [m.encoder.model for m in self.text_models.values()] + [
+            role for role in self.manifests if role != TEXT_EMBEDDER
+        ]
 
     @property
     def default_model(self) -> TextModel:
@@ -122,31 +121,48 @@ class Runtime:
     async def held_models(self) -> list[TextModel]:
         """The served versions whose vectors the live collection has (a version added later has none
         until a re-embedding reindex builds a collection with them)."""
-        await self.store.ensure_ready()
+        if not self.store.checked:
+            # Never read yet; if the store is down, answer as if it held every version (the request's
+            # own store call then fails, or a cached answer is served).
+            with contextlib.suppress(DependencyUnavailable):
+                await self.store.ensure_ready()
         return [m for m in self.text_models.values() if not set(m.names.dense) & self.store.missing]
 
     async def current_rollout(self) -> Rollout:
-        """The rollout, re-read from the collection now and then so that a promotion made through
-        another replica reaches this one within ROLLOUT_RECHECK_S."""
-        now = time.monotonic()
-        if now - self._rollout_read_at >= ROLLOUT_RECHECK_S:
-            self._rollout_read_at = now
-            recorded = await self.store.metadata(ROLLOUT_METADATA_KEY)
-            if recorded is not None:
-                try:
-                    rollout = msgspec.convert(recorded, Rollout)
-                    check_versions(rollout, self.text_models)
-                except (msgspec.ValidationError, RolloutError):
-                    pass  # promoted to a version this replica does not serve: keep its own
-                else:
-                    self.rollout = rollout
+        """The rollout: read from the collection once, then kept fresh by `watch_rollout` (the app
+        runs it) so that a request never waits on that read, and a store outage never blocks it."""
+        if not self._rollout_known:
+            self._rollout_known = True
+            await self.read_rollout()
         return self.rollout
+
+    async def read_rollout(self) -> None:
+        """Take the rollout recorded in the collection (a promotion made through any replica)."""
+        try:
+            recorded = await self.store.metadata(ROLLOUT_METADATA_KEY)
+        except DependencyUnavailable:
+            return  # the store is down: keep the rollout last read
+        if recorded is None:
+            return
+        try:
+            rollout = msgspec.convert(recorded, Rollout)
+            check_versions(rollout, self.text_models)
+        except (msgspec.ValidationError, RolloutError):
+            return  # promoted to a version this replica does not serve: keep its own
+        self.rollout = rollout
+
+    async def watch_rollout(self, every_s: float = ROLLOUT_RECHECK_S) -> None:
+        """Re-read the rollout every `every_s` until cancelled: another replica's promotion or rollback
+        reaches this one within that time."""
+        while True:
+            await asyncio.sleep(every_s)
+            await self.read_rollout()
 
     async def save_rollout(self, rollout: Rollout) -> None:
         check_versions(rollout, self.text_models)
         await self.store.save_metadata(ROLLOUT_METADATA_KEY, msgspec.to_builtins(rollout))
         self.rollout = rollout
-        self._rollout_read_at = time.monotonic()
+        self._rollout_known = True
 
     async def choose_model(self, caller: Caller | None = None, override: int | None = None) -> TextModel:
         """The version that answers (service/rollout.py): an admin's override, else the caller's bucket

@@ -222,6 +222,6 @@ async def test_unreachable_triton_answers_503_with_the_reason(real_repository, s
         health = await client.get("/health")
         # Degraded, not down: the store answers, so the pod keeps serving lookups and clear 503s.
         assert health.status_code == 200 and health.json()["status"] == "degraded"
-        assert health.json()["components"]["triton:text_embedder"]["status"] == "down"
+        assert health.json()["components"]["triton:text_embedder:1"]["status"] == "down"
         # The store is fine, so lookups that need no encoder still work.
         assert (await client.get("/api/v1/search/by-id/eva")).status_code == 200

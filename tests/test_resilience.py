@@ -183,8 +183,8 @@ def assert_triton_degraded(base: str) -> None:
             assert health["status"] == "degraded", (path, health)
             components = health["components"]
             assert components["store"]["status"] == "ok", (path, components)
-            assert components[f"triton:{TEXT_EMBEDDER}"]["status"] == "down", (path, components)
-            circuit = components[f"circuit:triton:{TEXT_EMBEDDER}"]
+            assert components[f"triton:{TEXT_EMBEDDER}:1"]["status"] == "down", (path, components)
+            circuit = components[f"circuit:triton:{TEXT_EMBEDDER}:1"]
             assert circuit["status"] == "down" and "open" in circuit["detail"], (path, circuit)
 
 
@@ -241,8 +241,8 @@ def test_hung_triton_times_out_opens_the_circuit_and_recovers_on_sigcont(
         load.join(timeout=30)
         with httpx.Client(base_url=base, timeout=30) as client:
             health = client.get("/health").json()
-        assert health["components"][f"triton:{TEXT_EMBEDDER}"]["status"] == "ok", health["components"]
-        assert f"circuit:triton:{TEXT_EMBEDDER}" not in health["components"], health
+        assert health["components"][f"triton:{TEXT_EMBEDDER}:1"]["status"] == "ok", health["components"]
+        assert f"circuit:triton:{TEXT_EMBEDDER}:1" not in health["components"], health
     finally:
         if frozen:
             os.kill(server, signal.SIGCONT)  # a stopped server would ignore the fixture's SIGTERM

@@ -102,6 +102,7 @@ async def run_models(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         descriptions[finetuned] = f"{names[0]} fine-tuned by the run {args.finetuned.name}"
         names.append(finetuned)
     eligible = held_out_ids(args.held_out or (args.finetuned / "split.json" if args.finetuned else None))
+    served: dict[str, Any] = {}
     for position, name in enumerate(names):
         recipe = MODELS[names[0]] if name == finetuned else MODELS[name]
         workspace = args.root / name
@@ -115,6 +116,12 @@ async def run_models(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             workspace, text_max_tokens=MODELS_MAX_TOKENS, synopsis_centring=recipe.synopsis_centring
         )
         try:
+            manifest = runtime.text.manifest
+            served[name] = {
+                "source": manifest.source,
+                "model_version": manifest.model_version,
+                "run_id": manifest.lineage.run_id if manifest.lineage else None,
+            }
             if args.build:
                 began = time.perf_counter()
                 await fill(runtime, documents or [])
@@ -149,6 +156,8 @@ async def run_models(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         "documents": len(catalogue.documents) if catalogue else 0,
         "text_model": ", ".join(f"{n} ({d})" for n, d in descriptions.items()),
         "held_out": None if eligible is None else len(eligible),
+        # What `python -m service.versions promote --evidence` checks this report is about.
+        "compared": {"base": served[names[0]], "candidate": served[finetuned]} if finetuned else None,
         "pictures": False,
         "seed": args.seed,
         "per_set": args.queries or "all",

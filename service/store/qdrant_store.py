@@ -224,8 +224,10 @@ class AnimeStore:
         self._ready = False
         self._size: tuple[float, int] | None = None  # (when counted, points): see _query_params
         self._calibrations: dict[str, Calibration | None] = {}
-        # The schema's optional vectors the live collection lacks: writes leave them out.
+        # The schema's optional vectors the live collection lacks: writes leave them out. `checked`:
+        # `missing` describes the live collection (kept while the store is down; not after a swap).
         self.missing: frozenset[str] = frozenset()
+        self.checked = False
         self._init_lock = asyncio.Lock()
         # Reindex support: the collection being built, the ids written to it directly, and a lock
         # that orders those writes against the copier's.
@@ -363,11 +365,13 @@ class AnimeStore:
                 # not the environment's, which only seed new collections; query-time ones stay ours.
                 self.params = self._params_of(info)
             self.missing = missing
+            self.checked = True
             self._ready = True
 
     def invalidate(self) -> None:
         """Forget the schema check and the calibrations (after a swap); the next call re-reads them."""
         self._ready = False
+        self.checked = False
         self._calibrations = {}
 
     async def metadata(self, key: str, collection: str | None = None) -> Any:
