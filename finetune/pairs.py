@@ -43,6 +43,9 @@ class Pair:
     passage: str
     anime_id: str
     also_right: frozenset[str] = field(default_factory=frozenset)
+    # How the passage side is embedded, as the service embeds that field: names are stored with the
+    # query prompt (name against name is symmetric), synopses with the document prompt.
+    passage_kind: str = "document"
 
 
 def first_sentences(text: str, n: int = QUERY_SENTENCES) -> str:
@@ -86,7 +89,7 @@ def title_pairs(
     candidates = [(a, b) for a in names for b in names if a != b]
     cross = [(a, b) for a, b in candidates if _script(a) != _script(b)]
     chosen = rng.sample(cross or candidates, min(per_anime, len(cross or candidates)))
-    return [Pair("title", a, b, doc.anime_id, franchise) for a, b in chosen]
+    return [Pair("title", a, b, doc.anime_id, franchise, passage_kind="query") for a, b in chosen]
 
 
 def _script(text: str) -> str:

@@ -217,7 +217,8 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, config)
         queries = embed([p.query for p in batch], "query", config.query_tokens)
-        passages = embed([p.passage for p in batch], "document", config.passage_tokens)
+        # One kind per batch, so one way of embedding its passages (the way the service stores them).
+        passages = embed([p.passage for p in batch], batch[0].passage_kind, config.passage_tokens)
         loss = contrastive_loss(queries, passages, negatives_mask(batch), config.temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
