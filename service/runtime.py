@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,10 +121,9 @@ class Runtime:
         """The served versions whose vectors the live collection has (a version added later has none
         until a re-embedding reindex builds a collection with them)."""
         if not self.store.checked:
-            # Never read yet; if the store is down, answer as if it held every version (the request's
-            # own store call then fails, or a cached answer is served).
-            with contextlib.suppress(DependencyUnavailable):
-                await self.store.ensure_ready()
+            # Not read since start or since a swap. Once read, what it held is kept while the store is
+            # down, so an outage costs no call here (a cached answer may still be served).
+            await self.store.ensure_ready()
         return [m for m in self.text_models.values() if not set(m.names.dense) & self.store.missing]
 
     async def current_rollout(self) -> Rollout:

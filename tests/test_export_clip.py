@@ -141,7 +141,6 @@ async def test_the_facade_serves_the_truncated_dim(matryoshka_repository, tmp_pa
     from litestar.testing import AsyncTestClient
 
     from service.app import create_app
-    from service.runtime import vector_schema
     from service.settings import load_settings
     from service.vectors import IMAGE_VECTORS
 
@@ -151,8 +150,7 @@ async def test_the_facade_serves_the_truncated_dim(matryoshka_repository, tmp_pa
         dims = {m["role"]: m["dim"] for m in info["models"]}
         assert dims[IMAGE_EMBEDDER] == dims[CLIP_TEXT_EMBEDDER] == 32
         runtime = client.app.state.runtime
-        schema = vector_schema({role: m for role, m in runtime.manifests.items()}, "Cosine")
-        assert {schema.dense[name] for name in IMAGE_VECTORS} == {32}
+        assert {runtime.store.schema.dense[name] for name in IMAGE_VECTORS} == {32}
         vectors = await runtime.image.encode([synthetic_cover(0), synthetic_cover(1)])
         assert vectors.shape == (2, 32)
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

@@ -129,6 +129,7 @@ def test_a_run_exports_as_the_next_version_with_its_lineage(tiny_checkpoint, tin
         [
             "text", "--base", str(tiny_checkpoint), "--documents", str(documents), "--out", str(run),
             "--steps", "6", "--batch-size", "4", "--rank", "4", "--alpha", "8", "--eval-share", "0.3",
+            "--learning-rate", "0.01",
         ]
     )  # fmt: skip
     assert code == 0

@@ -35,7 +35,7 @@ class SearchController(Controller):
         "/",
         status_code=200,
         summary="Search anime by natural-language text",
-        responses=error_responses(400, 403, 404, 422, 502, 503),
+        responses=error_responses(400, 404, 422, 502, 503),
     )
     async def search_text(
         self,
@@ -60,7 +60,7 @@ class SearchController(Controller):
         "/multimodal",
         status_code=200,
         summary="Search by text and/or picture with weights; a missing part falls back to the other",
-        responses=error_responses(400, 403, 404, 413, 415, 422, 502, 503),
+        responses=error_responses(400, 404, 413, 415, 422, 502, 503),
     )
     async def search_multimodal(
         self,

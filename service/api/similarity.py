@@ -46,7 +46,7 @@ class SimilarityController(Controller):
     @get(
         "/{kind:str}/{anime_id:str}",
         summary="Anime similar to one anime: kind = anime (content), visual (pictures), vector (all)",
-        responses=error_responses(403, 404, 422, 503),
+        responses=error_responses(404, 422, 503),
     )
     async def similar(
         self,
@@ -81,7 +81,7 @@ class SimilarityController(Controller):
         "/batch",
         status_code=200,
         summary="Similar anime for up to 50 ids in one call: exactly one answer per id, in order",
-        responses=error_responses(400, 403, 404, 422, 503),
+        responses=error_responses(400, 404, 422, 503),
     )
     async def batch(
         self,
