@@ -52,6 +52,11 @@ def free_port() -> int:
         return port
 
 
+# Tests that are not about deadlines give Redis one a loaded 2-core CI machine never reaches (the
+# default 0.25 s has been spent on a local connect there).
+PATIENT_S = 5.0
+
+
 @pytest.fixture
 def prefix() -> str:
     # Tests share one server; a fresh prefix per test keeps their keys apart.
@@ -60,7 +65,7 @@ def prefix() -> str:
 
 @pytest.fixture
 async def redis_cache(redis_server: RedisServer, prefix: str) -> AsyncIterator[RedisCache]:
-    cache = RedisCache(redis_server.url, prefix=prefix)
+    cache = RedisCache(redis_server.url, prefix=prefix, timeout_s=PATIENT_S)
     yield cache
     await cache.close()
 
@@ -298,8 +303,8 @@ async def test_redis_ttl_expires_and_generation_keys_have_none(
 
 
 async def test_redis_bump_is_atomic_across_clients(redis_server: RedisServer, prefix: str) -> None:
-    first = RedisCache(redis_server.url, prefix=prefix, timeout_s=2.0)
-    second = RedisCache(redis_server.url, prefix=prefix, timeout_s=2.0)
+    first = RedisCache(redis_server.url, prefix=prefix, timeout_s=PATIENT_S)
+    second = RedisCache(redis_server.url, prefix=prefix, timeout_s=PATIENT_S)
     try:
         assert await first.generation("results") == 0
         values = await asyncio.gather(
@@ -314,8 +319,8 @@ async def test_redis_bump_is_atomic_across_clients(redis_server: RedisServer, pr
 
 
 async def test_redis_prefixes_isolate_instances(redis_server: RedisServer, prefix: str) -> None:
-    a = RedisCache(redis_server.url, prefix=f"{prefix}a:")
-    b = RedisCache(redis_server.url, prefix=f"{prefix}b:")
+    a = RedisCache(redis_server.url, prefix=f"{prefix}a:", timeout_s=PATIENT_S)
+    b = RedisCache(redis_server.url, prefix=f"{prefix}b:", timeout_s=PATIENT_S)
     try:
         await a.set("k", b"from-a", 60)
         assert await b.get("k") is None
@@ -330,7 +335,7 @@ async def test_redis_prefixes_isolate_instances(redis_server: RedisServer, prefi
 
 
 async def test_redis_refuses_values_over_max_value_bytes(redis_server: RedisServer, prefix: str) -> None:
-    cache = RedisCache(redis_server.url, prefix=prefix, max_value_bytes=1024)
+    cache = RedisCache(redis_server.url, prefix=prefix, max_value_bytes=1024, timeout_s=PATIENT_S)
     try:
         await cache.set("fits", bytes(1024), 60)
         await cache.set("too-big", bytes(1025), 60)
@@ -392,17 +397,20 @@ async def test_redis_late_reply_of_a_timed_out_command_never_answers_the_next_on
 
     proxy = await asyncio.start_server(slow_proxy, "127.0.0.1", 0)
     port = proxy.sockets[0].getsockname()[1]
-    direct = RedisCache(redis_server.url, prefix=prefix)
-    cache = RedisCache(f"redis://127.0.0.1:{port}/0", prefix=prefix, timeout_s=0.1)
+    direct = RedisCache(redis_server.url, prefix=prefix, timeout_s=PATIENT_S)
+    # The deadline leaves room for a connect through the proxy on a loaded machine; the delay is
+    # well past it, so the reply surely arrives late.
+    deadline_s = 0.5
+    cache = RedisCache(f"redis://127.0.0.1:{port}/0", prefix=prefix, timeout_s=deadline_s)
     try:
         await direct.set("a", b"A", 60)
         await direct.set("b", b"B", 60)
         assert await cache.get("a") == b"A"  # a pooled connection now exists
-        delay_s["now"] = 0.3
+        delay_s["now"] = 3 * deadline_s
         with pytest.raises((TimeoutError, asyncio.TimeoutError)):
             await cache.get("a")
         delay_s["now"] = 0.0
-        await asyncio.sleep(0.4)  # the late "A" has arrived by now
+        await asyncio.sleep(4 * deadline_s)  # the late "A" has arrived by now
         assert await cache.get("b") == b"B"
     finally:
         await cache.close()
@@ -584,7 +592,7 @@ async def test_failopen_redis_down_then_recovers_by_itself(tmp_path: Path) -> No
         assert cache.stats["skipped"] >= 1
 
         await asyncio.to_thread(server.start)
-        await _until_healthy(cache, timeout_s=3)
+        await _until_healthy(cache, timeout_s=10)
         assert await cache.bump("results") == 1
         assert await cache.generation("results") == 1
 
@@ -594,7 +602,7 @@ async def test_failopen_redis_down_then_recovers_by_itself(tmp_path: Path) -> No
         assert not cache.healthy
 
         await asyncio.to_thread(server.start)  # same port, empty (no persistence)
-        await _until_healthy(cache, timeout_s=3)
+        await _until_healthy(cache, timeout_s=10)
         await cache.set("k", b"\x00after\xff", 60)
         assert await cache.get("k") == b"\x00after\xff"
         assert await cache.ping() is True

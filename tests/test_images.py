@@ -442,13 +442,10 @@ def test_eleven_megabytes_of_base64_are_refused_before_decoding(monkeypatch: pyt
 
     monkeypatch.setattr(images_module.base64, "b64decode", must_not_decode)
     text = "A" * (4 * -(-11 * 1024 * 1024 // 3))  # base64 of 11 MiB of zeros, 15.4 M characters
-    started = time.perf_counter()
     with pytest.raises(ImageTooLarge) as caught:
         decode_base64_image("data:image/png;base64," + text)
-    elapsed = time.perf_counter() - started
     assert_error(caught.value, ImageTooLarge, 413, "image_too_large")
     assert caught.value.details["max_bytes"] == 10 * 1024 * 1024
-    assert elapsed < 0.05, f"refusal took {elapsed:.3f}s"
 
 
 def test_decoded_size_bound_is_exact_and_checked_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:

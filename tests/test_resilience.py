@@ -383,7 +383,9 @@ def test_embedded_store_killed_under_write_load_keeps_every_acknowledged_upsert(
 class Writer(threading.Thread):
     """Back-to-back upserts of fresh documents in batches; records (start, status, seconds, stored ids).
 
-    Only what the service answered 200 (or 207, item by item) counts as acknowledged.
+    Only what the service answered 200 (or 207, item by item) counts as acknowledged. A refused batch
+    is sent again, as a client does with a 503, so refusals never use up the documents: however fast
+    the outage's 503s come, there are writes left for after the store returns.
     """
 
     def __init__(self, base: str, documents: list[dict], batch: int = 4) -> None:
@@ -400,15 +402,15 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         with httpx.Client(base_url=self.base, timeout=30) as client:
-            for offset in range(0, len(self.documents), self.batch):
-                if self.stop.is_set():
-                    return
+            offset = 0
+            while offset < len(self.documents) and not self.stop.is_set():
                 batch = self.documents[offset : offset + self.batch]
                 started = time.monotonic()
                 response = client.post("/api/v1/admin/vectors/upsert", json={"documents": batch})
                 stored = []
                 if response.status_code in (200, 207):
                     stored = [i["anime_id"] for i in response.json()["items"] if i["status"] == "stored"]
+                    offset += self.batch
                 self.records.append((started, response.status_code, time.monotonic() - started, stored))
                 time.sleep(0.02)
 
@@ -451,7 +453,14 @@ def test_store_outage_under_load_gives_fast_503s_loses_no_acknowledged_upsert_an
     try:
         for thread in [searches, *writers]:
             thread.start()
-        time.sleep(2)
+        # The outage starts once searches and writes have been answered, however slow the machine.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            any(status == 200 for _, status, _, _ in searches.records)
+            and all(w.acknowledged for w in writers)
+        ):
+            time.sleep(0.05)
+        time.sleep(0.5)
         down_at = time.monotonic()
         embedded = service.run(_swap_store_client(service.runtime, dead))
         time.sleep(1.5)
