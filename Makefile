@@ -49,7 +49,7 @@ $(MODEL_REPOSITORY)/text_embedder/1/manifest.json: $(E5_CHECKPOINT)/provenance.j
 endif
 
 $(VAR)/.ingested: $(MODEL_REPOSITORY)/text_embedder/1/manifest.json
-	$(PY) -m service.ingest bangumi --cache $(VAR)/datasets
+	$(PY) -m service.catalogue.ingest bangumi --cache $(VAR)/datasets
 	touch $@
 
 export-demo: $(MODEL_REPOSITORY)/text_embedder/1/manifest.json

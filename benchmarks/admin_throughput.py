@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import msgspec
 
-from service.progress import counter
+from service.platform.progress import counter
 from service.triton_local.launcher import free_port
 from tests.processes import start_service
 

@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 
 from benchmarks.latency import TEXT_MAX_TOKENS, TEXT_QUERIES
-from service.progress import counter
+from service.platform.progress import counter
 from service.triton_local.launcher import free_port
 from tests.processes import start_service, stop
 

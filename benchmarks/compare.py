@@ -53,7 +53,7 @@ from benchmarks.latency import TEXT_MAX_TOKENS, TEXT_QUERIES
 from benchmarks.load import closed_loop
 from benchmarks.naive_stack import copy_index
 from benchmarks.reporting import write_results
-from service.progress import steps
+from service.platform.progress import steps
 from service.triton_local.launcher import LocalTriton, free_port
 from tests.processes import start_service, stop
 
@@ -157,12 +157,12 @@ async def bare_parts(repository: Path, index: Path, repeats: int) -> dict[str, f
     """p50 of the text encode alone (our engine, in-process) and of the Qdrant query alone."""
     from qdrant_client import AsyncQdrantClient
 
+    from service.domain.manifest import TEXT_EMBEDDER
+    from service.domain.vectors import TITLE_VECTOR
     from service.encoders.onnx_engine import OnnxRuntimeEngine
     from service.encoders.text import TextEncoder
-    from service.manifest import TEXT_EMBEDDER
     from service.runtime import load_manifests
     from service.settings import load_settings
-    from service.vectors import TITLE_VECTOR
 
     manifest, directory = load_manifests(repository)[TEXT_EMBEDDER]
     engine = OnnxRuntimeEngine({TEXT_EMBEDDER: directory / manifest.onnx_file})

@@ -18,7 +18,7 @@ The served rows are the fair pair: both are a client talking to an embedding ser
 in-process rows are the floor without any server. On this CPU build Triton runs the ONNX graph through
 its Python backend (service/triton_local), a cost the onnxruntime backend of a GPU server does not have.
 
-Sentences: the embedded text of real anime (service.text_compose) cut to 128 tokens with the model's
+Sentences: the embedded text of real anime (service.domain.composition) cut to 128 tokens with the model's
 own tokenizer, so every row sees the same token counts whatever its own max length (infinity reads
 256 from the model folder and has no flag for it).
 
@@ -57,7 +57,7 @@ import httpx
 import numpy as np
 
 from benchmarks.reporting import write_results
-from service.progress import counter, steps
+from service.platform.progress import counter, steps
 
 MAX_TOKENS = 128
 ROWS = ("onnx", "sentence-transformers", "triton-grpc", "triton-http", "infinity")
@@ -100,7 +100,7 @@ def sentences(count: int, max_tokens: int = MAX_TOKENS) -> list[str]:
     from tokenizers import Tokenizer
 
     from service.datasets.bangumi import load_bangumi
-    from service.text_compose import compose_text
+    from service.domain.composition import compose_text
 
     cache = Path(os.environ.get("AVS_DATASET_CACHE", "var/datasets"))
     documents = load_bangumi(cache, limit=count)
@@ -182,8 +182,8 @@ async def measure(
 
 
 def _text_encoder(repository: Path, engine: Any, max_tokens: int) -> Any:
+    from service.domain.manifest import TEXT_EMBEDDER
     from service.encoders.text import TextEncoder
-    from service.manifest import TEXT_EMBEDDER
     from service.runtime import load_manifests
 
     manifest, directory = load_manifests(repository)[TEXT_EMBEDDER]
@@ -191,8 +191,8 @@ def _text_encoder(repository: Path, engine: Any, max_tokens: int) -> Any:
 
 
 def onnx_engine(repository: Path) -> Any:
+    from service.domain.manifest import TEXT_EMBEDDER
     from service.encoders.onnx_engine import OnnxRuntimeEngine
-    from service.manifest import TEXT_EMBEDDER
     from service.runtime import load_manifests
 
     manifest, directory = load_manifests(repository)[TEXT_EMBEDDER]

@@ -95,8 +95,8 @@ def setup(workspace: Path, anime: int, instance_kind: str = "auto", tensorrt_fp1
     from export.clip_export import export_clip
     from export.text_export import export_text
     from export.triton_config import BatchingOptions
+    from service.catalogue.ingest import ingest
     from service.datasets.bangumi import load_bangumi
-    from service.ingest import ingest
     from service.runtime import build_runtime
     from service.settings import load_settings
     from tests.builders import build_clip_b32_shaped, encode_image, near_duplicate, synthetic_cover

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from service.progress import counter
+from service.platform.progress import counter
 
 RequestMaker = Callable[[int], tuple[str, str, Any]]
 # (request index, latency ms), in completion order: for callers that need more than the percentiles.

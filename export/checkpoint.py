@@ -25,7 +25,7 @@ class CheckpointError(RuntimeError):
 # Written by converters (export/e5_package.py) beside a checkpoint they produced: where its weights came
 # from and which engine is the reference for its parity.
 PROVENANCE_FILE = "provenance.json"
-# Written by `finetune` beside a merged checkpoint: the base and the run (service.manifest.Lineage).
+# Written by `finetune` beside a merged checkpoint: the base and the run (service.domain.manifest.Lineage).
 LINEAGE_FILE = "lineage.json"
 
 

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             from export.clip_export import export_clip
 
             if args.version == "next":
-                from service.manifest import version_dirs
+                from service.domain.manifest import version_dirs
 
                 existing = version_dirs(args.out / args.image_role)
                 args.version = (existing[-1] + 1) if existing else 1

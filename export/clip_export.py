@@ -14,7 +14,7 @@ from export.checkpoint import CheckpointError, describe_source, resolve
 from export.clip_model import ImageTower, TextTower, image_spec
 from export.repository import staged_version
 from export.text_export import exporter_versions, parity_batches, tokenizer_spec
-from service.manifest import (
+from service.domain.manifest import (
     CLIP_TEXT_EMBEDDER,
     IMAGE_EMBEDDER,
     TOKENIZER_DIR,
@@ -22,7 +22,7 @@ from service.manifest import (
     TensorSpec,
     write_manifest,
 )
-from service.progress import steps
+from service.platform.progress import steps
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from service.images import ImageSpec
+from service.domain.manifest import ImageSpec
 
 # OpenAI CLIP's normalisation, the fallback when a checkpoint ships no preprocessor config.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

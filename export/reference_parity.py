@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.manifest import ReferenceParity
+from service.domain.manifest import ReferenceParity
 
 # Japanese, Chinese (simplified and traditional), Korean, English, emoji, mixed scripts, full-width
 # forms and odd spacing (the normaliser's work), and one long passage near the window.

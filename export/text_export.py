@@ -17,7 +17,7 @@ from export import onnx_graph, parity, triton_config
 from export.checkpoint import CheckpointError, Pooling, TextCheckpoint, inspect_text
 from export.repository import staged_version
 from export.text_model import load_text_module
-from service.manifest import (
+from service.domain.manifest import (
     TEXT_EMBEDDER,
     TOKENIZER_DIR,
     Lineage,
@@ -32,7 +32,7 @@ from service.manifest import (
     version_dirs,
     write_manifest,
 )
-from service.progress import steps
+from service.platform.progress import steps
 
 # Multilingual, mixed-length samples: parity must hold for padding, CJK and long inputs alike.
 PARITY_TEXTS = (

@@ -22,9 +22,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from service.documents import AnimeDocument
-from service.languages import CHINESE, ENGLISH, JAPANESE
-from service.text_compose import synopsis_texts, title_texts
+from service.domain.composition import synopsis_texts, title_texts
+from service.domain.documents import AnimeDocument
+from service.domain.languages import CHINESE, ENGLISH, JAPANESE
 
 KINDS = ("plot", "title", "labels")
 # Shorter texts say too little to be a plot: "Sequel to Zegapain." teaches nothing about a story.

@@ -25,8 +25,8 @@ from finetune.record import (
 )
 from finetune.split import SplitRecord, split_catalogue
 from finetune.train import Embedder, TrainConfig, add_adapters, merge_adapters, retrieval_accuracy, train
-from service.documents import AnimeDocument, decode_documents
-from service.languages import ENGLISH, detect_language
+from service.domain.documents import AnimeDocument, decode_documents
+from service.domain.languages import ENGLISH, detect_language
 
 # Files beside the encoder that say how it pools and prompts, and BGE-m3's sparse head: copied unchanged,
 # since the adapter changes the encoder's weights only.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from service.documents import AnimeDocument
+from service.domain.documents import AnimeDocument
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ def main() -> int:
     import uvicorn
 
     from service.app import create_app
-    from service.manifest import ManifestError
+    from service.domain.manifest import ManifestError
     from service.settings import SettingsError, load_settings
 
     try:

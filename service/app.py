@@ -16,26 +16,26 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
-from service.admin import AdminService
-from service.api.admin import AdminController, provide_admin
+from service.admin.operations import AdminService
+from service.api.admin_routes import AdminController, provide_admin
 from service.api.caller import provide_caller
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.openapi_security import document_security
-from service.api.search import SearchController
-from service.api.similarity import SimilarityController
+from service.api.search_routes import SearchController
+from service.api.similarity_routes import SimilarityController
 from service.api.strict import strict_json_body
-from service.api.system import health, prometheus_metrics, service_info
+from service.api.system_routes import health, prometheus_metrics, service_info
+from service.catalogue.reindex import Reindexer
 from service.encoders.base import InferenceEngine
-from service.logs import configure_logging, get_logger
-from service.metrics import Metrics
-from service.reindex import Reindexer
+from service.platform.logs import configure_logging, get_logger
+from service.platform.metrics import Metrics
 from service.runtime import build_runtime
-from service.search import SearchService
+from service.search.queries import SearchService
+from service.search.similarity import SimilarityService
 from service.security.auth import ApiKeyConfigError, KeyRing
 from service.security.middleware import SecurityPolicy, gate, parse_networks
 from service.security.ratelimit import Limit, build_buckets
 from service.settings import Settings, SettingsError, load_settings
-from service.similarity import SimilarityService
 
 log = get_logger("service.http")
 

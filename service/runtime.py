@@ -8,17 +8,10 @@ from pathlib import Path
 
 import msgspec
 
-from service.cache import build_cache
-from service.caching import SearchCache
-from service.calibration import Calibration
-from service.decoding import DecodePool
-from service.encoders.base import InferenceEngine
-from service.encoders.image import ImageEncoder
-from service.encoders.lexical import LexicalEncoder
-from service.encoders.text import TextEncoder
-from service.errors import DependencyUnavailable, Forbidden, ModelMismatch
-from service.images import ImageLimits
-from service.manifest import (
+from service.cache.backends import build_cache
+from service.cache.policy import SearchCache
+from service.domain.calibration import Calibration
+from service.domain.manifest import (
     CLIP_TEXT_EMBEDDER,
     IMAGE_EMBEDDER,
     TEXT_EMBEDDER,
@@ -29,13 +22,20 @@ from service.manifest import (
     model_ref,
     version_dirs,
 )
-from service.metrics import InstrumentedEngine, Metrics
-from service.resilience import Breakers, GuardedEngine
-from service.rollout import Caller, Rollout, RolloutError, check_versions, parse_split
+from service.domain.rollout import Caller, Rollout, RolloutError, check_versions, parse_split
+from service.domain.vectors import IMAGE_VECTORS, TEXT_LEXICAL_VECTOR, TextVectorNames
+from service.encoders.base import InferenceEngine
+from service.encoders.image import ImageEncoder
+from service.encoders.lexical import LexicalEncoder
+from service.encoders.text import TextEncoder
+from service.images.checks import ImageLimits
+from service.images.pool import DecodePool
+from service.platform.errors import DependencyUnavailable, Forbidden, ModelMismatch
+from service.platform.metrics import InstrumentedEngine, Metrics
+from service.platform.resilience import Breakers, GuardedEngine
 from service.settings import Settings
 from service.store.qdrant_store import AnimeStore
 from service.store.types import VectorSchema
-from service.vectors import IMAGE_VECTORS, TEXT_LEXICAL_VECTOR, TextVectorNames
 
 # Collection metadata key of the rollout (default version, split, history): promotion writes it.
 ROLLOUT_METADATA_KEY = "avs_text_rollout"
@@ -163,7 +163,7 @@ class Runtime:
         self._rollout_known = True
 
     async def choose_model(self, caller: Caller | None = None, override: int | None = None) -> TextModel:
-        """The version that answers (service/rollout.py): an admin's override, else the caller's bucket
+        """The version that answers (service/domain/rollout.py): an admin's override, else the caller's bucket
         of the split; a version the live collection does not hold yet falls back to the default."""
         caller = caller or Caller()
         if override is not None and not caller.may_override:

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from service.documents import AnimeId, AnimeStatus, AnimeType, ImageData, Season
+from service.domain.documents import AnimeId, AnimeStatus, AnimeType, ImageData, Season
 
 GenreName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=100, description="How many results to return (1..100).")]

@@ -32,7 +32,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     triton_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     ort_threads: Annotated[int, msgspec.Meta(ge=0)] = 0
     text_max_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
-    # Versions of text_embedder served side by side (service/rollout.py): which ones (default: every
+    # Versions of text_embedder served side by side (service/domain/rollout.py): which ones (default: every
     # exported version), the default (default: the newest that is not a fine-tune; a promotion recorded
     # in the collection wins over this), and candidates' shares of clients ("2:0.1").
     text_model_versions: str | None = None
@@ -41,7 +41,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     # Search
     text_search_mode: Literal["dense", "hybrid"] = "hybrid"
-    # Centre synopsis vectors per language and correct hubs (service/calibration.py) when a new
+    # Centre synopsis vectors per language and correct hubs (service/domain/calibration.py) when a new
     # collection is filled. Off only to measure what it is worth (benchmarks/relevance).
     synopsis_centring: bool = True
     fusion_candidates: Annotated[int, msgspec.Meta(ge=10, le=1000)] = 100

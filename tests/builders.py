@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tokenizers import SentencePieceUnigramTokenizer, processors
 
-from service.documents import AnimeDocument
+from service.domain.documents import AnimeDocument
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 

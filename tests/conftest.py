@@ -14,10 +14,10 @@ import pytest
 from export.clip_export import export_clip
 from export.text_export import export_text
 from export.triton_config import BatchingOptions
+from service.catalogue.ingest import ingest
 from service.datasets.bangumi import load_bangumi
-from service.documents import AnimeDocument
-from service.ingest import ingest
-from service.manifest import TEXT_EMBEDDER
+from service.domain.documents import AnimeDocument
+from service.domain.manifest import TEXT_EMBEDDER
 from service.runtime import build_runtime
 from service.settings import Settings, load_settings
 from service.store.folders import copy_folder

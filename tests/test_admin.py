@@ -18,8 +18,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.documents import AnimeDocument
-from service.ingest import ingest
+from service.catalogue.ingest import ingest
+from service.domain.documents import AnimeDocument
 from service.runtime import build_runtime
 from service.settings import load_settings
 from service.store.filters import PAYLOAD_INDEXES
@@ -455,7 +455,7 @@ def test_sigkill_during_ingest_loses_nothing_acknowledged_and_resume_finishes(
     command = [
         sys.executable,
         "-m",
-        "service.ingest",
+        "service.catalogue.ingest",
         "file",
         str(tmp_path / "docs.json"),
         "--batch-size",

@@ -10,8 +10,8 @@ from litestar.testing import AsyncTestClient
 
 from service import __version__
 from service.app import create_app
-from service.documents import AnimeDocument
-from service.ingest import ingest
+from service.catalogue.ingest import ingest
+from service.domain.documents import AnimeDocument
 from service.runtime import build_runtime
 from service.settings import load_settings
 from service.triton_local.launcher import free_port

@@ -19,10 +19,10 @@ from benchmarks.latency import TEXT_QUERIES
 from benchmarks.naive_stack import copy_index
 from benchmarks.naive_stack import create_app as create_naive_app
 from service.app import create_app
+from service.catalogue.ingest import ingest
 from service.datasets.bangumi import load_bangumi
-from service.ingest import ingest
 from service.runtime import build_runtime
-from service.search import SearchService
+from service.search.queries import SearchService
 from tests.conftest import DATASET_NOW, REAL_INDEX_MAX_TOKENS, dataset_cache, real_settings
 
 ANIME = 200  # enough neighbours for a meaningful top 5, small enough to embed in a few seconds

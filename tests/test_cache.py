@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-import service.cache as cache_module
-from service.cache import (
+import service.cache.backends as cache_module
+from service.cache.backends import (
     CacheBackend,
     FailOpenCache,
     MemoryCache,
@@ -149,7 +149,7 @@ def test_cache_key_follows_the_documented_encoding_and_is_stable() -> None:
 
 
 def test_cache_key_is_the_same_in_another_process_with_another_hash_seed() -> None:
-    code = "from service.cache import cache_key; print(cache_key('model-v1', 'naruto', b'\\x01'))"
+    code = "from service.cache.backends import cache_key; print(cache_key('model-v1', 'naruto', b'\\x01'))"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, timeout=30

@@ -13,7 +13,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.ingest import ingest
+from service.catalogue.ingest import ingest
 from service.runtime import build_runtime
 from service.settings import load_settings
 from service.triton_local.launcher import free_port

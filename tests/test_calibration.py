@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.calibration import (
+from service.domain.calibration import (
     MIN_SAMPLES,
     Calibration,
     build_calibration,
@@ -16,7 +16,7 @@ from service.calibration import (
     normalize,
     sample_by_language,
 )
-from service.languages import detect_language
+from service.domain.languages import detect_language
 
 
 @pytest.mark.parametrize(
@@ -143,7 +143,7 @@ def test_hub_share_names_the_anime_answering_most_queries_first():
 def calibrated_index(tiny_repository, bangumi_documents, tmp_path_factory):
     import asyncio
 
-    from service.ingest import ingest
+    from service.catalogue.ingest import ingest
     from service.runtime import build_runtime
     from service.settings import load_settings
 
@@ -163,10 +163,10 @@ def calibrated_index(tiny_repository, bangumi_documents, tmp_path_factory):
 async def test_ingest_calibrates_centres_synopses_and_records_hubness(
     tiny_repository, calibrated_index, bangumi_documents, tmp_path
 ):
-    from service.catalogue import embed_documents
+    from service.catalogue.writer import embed_documents
+    from service.domain.composition import synopsis_texts
     from service.runtime import build_runtime
     from service.settings import load_settings
-    from service.text_compose import synopsis_texts
     from tests.conftest import copy_index
 
     folder = copy_index(calibrated_index, tmp_path / "q")
@@ -194,7 +194,7 @@ async def test_a_search_centres_its_synopsis_query_and_subtracts_hubness(
     tiny_repository, calibrated_index, tmp_path
 ):
     from service.runtime import build_runtime
-    from service.search import SearchService
+    from service.search.queries import SearchService
     from service.settings import load_settings
     from service.store.types import ScorePenalty
     from tests.conftest import copy_index

@@ -36,7 +36,7 @@ from service.datasets.bangumi import (
     to_document,
 )
 from service.datasets.npm import DatasetFetchError, NpmPackage, fetch_package
-from service.documents import AnimeDocument
+from service.domain.documents import AnimeDocument
 from tests.conftest import DATASET_NOW, dataset_cache
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -56,7 +56,7 @@ EXTRA_SERVICE_ENV: frozenset[str] = frozenset()  # every setting is a Settings f
 # Variables of the image itself, not of the service.
 IMAGE_ENV = frozenset({"PATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "HF_HOME"})
 
-# Metric names the dashboard may query: the façade's (service/metrics.py) and Triton's.
+# Metric names the dashboard may query: the façade's (service/platform/metrics.py) and Triton's.
 AVS_METRICS = frozenset(
     {
         "avs_http_request_duration_seconds_bucket",
@@ -874,7 +874,7 @@ def test_dashboard_sla_routes_exist_in_the_app() -> None:
 
 
 def test_dashboard_metrics_are_exported_by_the_service() -> None:
-    metrics = pytest.importorskip("service.metrics")
+    metrics = pytest.importorskip("service.platform.metrics")
     registry = metrics.Metrics().registry
     exported = {sample.name for family in registry.collect() for sample in family.samples}
     exported |= {f"{family.name}_total" for family in registry.collect() if family.type == "counter"}

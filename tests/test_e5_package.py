@@ -23,7 +23,7 @@ from export.e5_package import (
     read_package,
 )
 from export.reference_parity import MIN_COSINE, measure_reference
-from service.manifest import TEXT_EMBEDDER, load_manifest
+from service.domain.manifest import TEXT_EMBEDDER, load_manifest
 
 
 @pytest.fixture(scope="module")

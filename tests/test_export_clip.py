@@ -16,14 +16,14 @@ import torch
 from export import onnx_graph, triton_config
 from export.checkpoint import CheckpointError
 from export.clip_export import export_clip
-from service.images import preprocess_batch
-from service.manifest import (
+from service.domain.manifest import (
     CLIP_TEXT_EMBEDDER,
     IMAGE_EMBEDDER,
     MANIFEST_FILE,
     ManifestError,
     load_manifest,
 )
+from service.images.preprocessing import preprocess_batch
 from tests.builders import synthetic_cover
 
 
@@ -141,8 +141,8 @@ async def test_the_facade_serves_the_truncated_dim(matryoshka_repository, tmp_pa
     from litestar.testing import AsyncTestClient
 
     from service.app import create_app
+    from service.domain.vectors import IMAGE_VECTORS
     from service.settings import load_settings
-    from service.vectors import IMAGE_VECTORS
 
     settings = load_settings({}, model_repository=matryoshka_repository, qdrant_path=tmp_path / "q")
     async with AsyncTestClient(create_app(settings)) as client:

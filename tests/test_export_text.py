@@ -13,7 +13,7 @@ from export.cli import main as export_cli
 from export.parity import ParityError
 from export.text_export import export_text, text_triton_config
 from export.text_model import load_text_module
-from service.manifest import TEXT_EMBEDDER, load_manifest, version_dirs
+from service.domain.manifest import TEXT_EMBEDDER, load_manifest, version_dirs
 from tests.conftest import ROOT
 
 _TRITON_TYPES = {"int64": "TYPE_INT64", "float32": "TYPE_FP32"}

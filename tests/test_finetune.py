@@ -28,7 +28,7 @@ from finetune.train import (
     merge_adapters,
     negatives_mask,
 )
-from service.manifest import TEXT_EMBEDDER, load_manifest
+from service.domain.manifest import TEXT_EMBEDDER, load_manifest
 from tests.builders import STORIES, story_documents
 
 
@@ -73,7 +73,7 @@ def test_pairs_match_english_plots_to_chinese_ones_and_mark_the_franchise_right(
     assert {p.query for p in plot} == {STORIES[1][0], first_sentences(STORIES[1][0])}
     assert all(p.also_right == {"anime-0-1", "anime-1-1"} for p in plot)
     assert pairs["title"] and all(p.query != p.passage for p in pairs["title"])
-    # Names are stored embedded as queries (service/catalogue.py): training must embed them alike.
+    # Names are stored embedded as queries (service/catalogue/writer.py): training must embed them alike.
     assert {p.passage_kind for p in pairs["title"]} == {"query"}
     assert {p.passage_kind for p in pairs["plot"] + pairs["labels"]} == {"document"}
     assert pairs["labels"] and all(p.query.startswith("An anime about") for p in pairs["labels"])

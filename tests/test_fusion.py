@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from qdrant_client import QdrantClient, models
 
-from service.fusion import (
+from service.search.fusion import (
     QDRANT_DEFAULT_RRF_K,
     Candidate,
     Fused,

@@ -46,9 +46,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from service.app import create_app
-from service.documents import AnimeDocument
-from service.images import load_image
-from service.ingest import ingest
+from service.catalogue.ingest import ingest
+from service.domain.documents import AnimeDocument
+from service.images.decoding import load_image
 from service.runtime import Runtime, build_runtime
 from service.security.auth import new_key
 from service.settings import load_settings
@@ -444,7 +444,13 @@ HARNESS = textwrap.dedent(
         import numpy as np
         from PIL import Image
 
-        from service.images import ImageError, ImageSpec, load_image, preprocess
+        from service.domain.manifest import ImageSpec
+
+        from service.images.checks import ImageError
+
+        from service.images.decoding import load_image
+
+        from service.images.preprocessing import preprocess
 
         Image.init()  # Pillow imports its plugins lazily: import them here, to instrument them too
 

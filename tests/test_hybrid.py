@@ -11,11 +11,11 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
+from service.catalogue.ingest import ingest
+from service.domain.composition import facts_text, lexical_text, synopsis_texts, title_texts
 from service.encoders.lexical import LexicalEncoder
-from service.ingest import ingest
 from service.runtime import build_runtime
 from service.settings import load_settings
-from service.text_compose import facts_text, lexical_text, synopsis_texts, title_texts
 
 
 @pytest.fixture(scope="module")

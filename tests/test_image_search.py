@@ -19,8 +19,8 @@ from litestar.testing import AsyncTestClient
 from PIL import Image
 
 from service.app import create_app
-from service.documents import AnimeDocument
-from service.ingest import ingest
+from service.catalogue.ingest import ingest
+from service.domain.documents import AnimeDocument
 from service.runtime import build_runtime
 from service.settings import load_settings
 from tests.api_calls import ids, post
@@ -373,8 +373,8 @@ async def test_both_engines_rank_pictures_and_multimodal_identically(
 def test_pictures_in_files_are_found_by_the_ingest_cli(
     real_repository, bangumi_documents, tmp_path, monkeypatch
 ):
-    """`python -m service.ingest file docs.json --images DIR` embeds <anime_id>.picture.* from DIR."""
-    from service.ingest import main as ingest_main
+    """`python -m service.catalogue.ingest file docs.json --images DIR` embeds <id>.picture.* from DIR."""
+    from service.catalogue.ingest import main as ingest_main
 
     docs = bangumi_documents[:3]
     (tmp_path / "docs.json").write_bytes(msgspec.json.encode(docs))

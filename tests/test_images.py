@@ -19,24 +19,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
-from service import images as images_module
-from service.errors import ServiceError
-from service.images import (
+from service.domain.manifest import ImageSpec
+from service.images import checks as image_checks
+from service.images import decoding as image_decoding
+from service.images.checks import (
     CorruptImage,
     ImageDimensions,
     ImageError,
     ImageLimits,
-    ImageSpec,
     ImageTooLarge,
     InvalidBase64,
     UnsupportedImage,
     decode_base64_image,
-    image_from_base64,
-    load_image,
-    preprocess,
-    preprocess_batch,
-    read_image_file,
 )
+from service.images.decoding import load_image, read_image_file
+from service.images.preprocessing import image_from_base64, preprocess, preprocess_batch
+from service.platform.errors import ServiceError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -344,8 +342,8 @@ def test_tall_pictures_convert_strip_by_strip_to_the_same_pixels(mode: str) -> N
     else:
         bands = len(Image.new(mode, (1, 1)).getbands())
         image = Image.fromarray(rng.integers(0, 256, (height, width, bands), dtype=np.uint8).squeeze(), mode)
-    whole = images_module._strip_to_rgb(image)
-    stripped = images_module._to_rgb(image)
+    whole = image_decoding._strip_to_rgb(image)
+    stripped = image_decoding.to_rgb(image)
     assert stripped.mode == whole.mode == "RGB" and stripped.size == whole.size
     assert np.array_equal(np.asarray(stripped), np.asarray(whole))
 
@@ -440,7 +438,7 @@ def test_eleven_megabytes_of_base64_are_refused_before_decoding(monkeypatch: pyt
     def must_not_decode(*_: Any, **__: Any) -> bytes:
         raise AssertionError("the text was decoded")
 
-    monkeypatch.setattr(images_module.base64, "b64decode", must_not_decode)
+    monkeypatch.setattr(image_checks.base64, "b64decode", must_not_decode)
     text = "A" * (4 * -(-11 * 1024 * 1024 // 3))  # base64 of 11 MiB of zeros, 15.4 M characters
     with pytest.raises(ImageTooLarge) as caught:
         decode_base64_image("data:image/png;base64," + text)
@@ -455,7 +453,7 @@ def test_decoded_size_bound_is_exact_and_checked_before_decoding(monkeypatch: py
         text = base64.encodebytes(payload[:size]).decode()
         assert decode_base64_image(text, limits) == payload[:size]
         assert decode_base64_image(text.replace("=", ""), limits) == payload[:size]
-    monkeypatch.setattr(images_module.base64, "b64decode", lambda *_, **__: pytest.fail("decoded"))
+    monkeypatch.setattr(image_checks.base64, "b64decode", lambda *_, **__: pytest.fail("decoded"))
     for size in (1001, 1002, 1003):
         # Wrapped text under the coarse character bound: refused from the payload length.
         with pytest.raises(ImageTooLarge) as caught:

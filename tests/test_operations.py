@@ -15,7 +15,7 @@ import httpx
 import msgspec
 import pytest
 
-from service.ingest import ingest
+from service.catalogue.ingest import ingest
 from service.runtime import build_runtime
 from service.settings import load_settings
 from service.triton_local.launcher import free_port

@@ -22,10 +22,10 @@ from litestar.testing import AsyncTestClient
 
 from export.clip_export import export_clip
 from service.app import create_app
-from service.documents import AnimeDocument
-from service.image_sources import ImageResolver
-from service.images import ImageLimits
-from service.ingest import ingest
+from service.catalogue.ingest import ingest
+from service.catalogue.pictures import ImageResolver
+from service.domain.documents import AnimeDocument
+from service.images.checks import ImageLimits
 from service.runtime import build_runtime
 from service.settings import load_settings
 from tests.api_calls import ids, post
@@ -332,7 +332,7 @@ async def test_ingest_embeds_fetched_pictures_and_reports_the_ones_it_could_not_
 def test_the_ingest_cli_fetches_pictures_with_fetch_images(
     picture_server, pictured_tiny_repository, tmp_path, monkeypatch, capsys
 ):
-    from service.ingest import main as ingest_main
+    from service.catalogue.ingest import main as ingest_main
 
     docs = [
         _doc("good", picture_server.url("/cover/3.png")),

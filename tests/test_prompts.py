@@ -16,13 +16,13 @@ from tokenizers import Tokenizer
 
 from export.cli import main as export_cli
 from export.text_export import export_text
-from service.catalogue import embed_documents
-from service.documents import AnimeDocument
-from service.manifest import TEXT_EMBEDDER, load_manifest
+from service.catalogue.writer import embed_documents
+from service.domain.composition import facts_text, synopsis_texts, title_texts
+from service.domain.documents import AnimeDocument
+from service.domain.manifest import TEXT_EMBEDDER, load_manifest
 from service.runtime import build_runtime
-from service.search import SearchService
+from service.search.queries import SearchService
 from service.settings import load_settings
-from service.text_compose import facts_text, synopsis_texts, title_texts
 
 QUERY = "search: "
 DOCUMENT = "doc: "

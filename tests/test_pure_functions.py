@@ -11,13 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from qdrant_client import models
 
-from service.documents import AnimeDocument, decode_documents, point_id, to_payload
+from service.domain.composition import compose_text, normalize_query
+from service.domain.documents import AnimeDocument, decode_documents, point_id, to_payload
 from service.encoders.sparse import lexical_weights
 from service.encoders.tokenization import bucket_length
 from service.schemas import SearchFilters, SearchRequest
 from service.settings import SettingsError, load_settings
 from service.store.filters import build_filter
-from service.text_compose import compose_text, normalize_query
 
 
 @given(st.integers(min_value=1, max_value=8192), st.sampled_from([128, 256, 512, 8192]))

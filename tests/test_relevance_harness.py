@@ -48,9 +48,9 @@ from benchmarks.relevance.plot_queries import PLOT_QUERIES, PlotQuery
 from benchmarks.relevance.systems import Bm25Ranker, RandomRanker, tokenize
 from benchmarks.relevance.titles import normalize, stem, stems
 from benchmarks.relevance.workspace import stored_documents
+from service.catalogue.ingest import ingest
 from service.datasets.bangumi import load_chinese_titles
-from service.documents import AnimeDocument
-from service.ingest import ingest
+from service.domain.documents import AnimeDocument
 from service.runtime import build_runtime
 from tests.builders import encode_image, synthetic_cover
 from tests.conftest import copy_index, dataset_cache, real_settings

@@ -21,9 +21,9 @@ import httpx
 import msgspec
 import pytest
 
-from service.errors import DependencyUnavailable
-from service.ingest import ingest
-from service.manifest import TEXT_EMBEDDER
+from service.catalogue.ingest import ingest
+from service.domain.manifest import TEXT_EMBEDDER
+from service.platform.errors import DependencyUnavailable
 from service.runtime import build_runtime
 from service.settings import load_settings
 from service.triton_local.launcher import LocalTriton, free_port

@@ -15,11 +15,11 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.catalogue import embed_documents
-from service.fusion import Candidate, RankedList, fuse, fuse_confident
+from service.catalogue.writer import embed_documents
 from service.runtime import build_runtime
 from service.schemas import SearchRequest
-from service.search import TEXT_WEIGHTS, SearchService
+from service.search.fusion import Candidate, RankedList, fuse, fuse_confident
+from service.search.queries import TEXT_WEIGHTS, SearchService
 from service.store.filters import build_filter
 from tests.conftest import copy_index, real_settings
 
@@ -163,7 +163,7 @@ async def test_service_info_shows_the_model_its_prompts_and_both_parities(client
 
 async def test_qdrant_side_dbsf_ranks_like_our_pure_dbsf(real_repository, real_index, tmp_path):
     """The "Qdrant DBSF" fusion (an ablation of the harness): Qdrant fuses the prefetches; the same
-    lists, fetched one by one and fused by service/fusion.py, give the same order and, times the number
+    lists, fetched one by one and fused by service/search/fusion.py, give the same order and, times the number
     of lists, the same scores."""
     index = copy_index(real_index, tmp_path / "q")
     runtime = await build_runtime(real_settings(real_repository, index))

@@ -15,8 +15,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.ingest import ingest
-from service.logs import configure_logging
+from service.catalogue.ingest import ingest
+from service.platform.logs import configure_logging
 from service.runtime import build_runtime
 from service.security.__main__ import main as keys_cli
 from service.security.auth import KeyRing, new_key

@@ -19,9 +19,9 @@ from qdrant_client import models
 
 from export.clip_export import export_clip
 from service.app import create_app
-from service.documents import AnimeDocument
-from service.ingest import ingest
-from service.manifest import CLIP_TEXT_EMBEDDER
+from service.catalogue.ingest import ingest
+from service.domain.documents import AnimeDocument
+from service.domain.manifest import CLIP_TEXT_EMBEDDER
 from service.runtime import build_runtime
 from service.settings import load_settings
 from service.store.types import VectorQuery

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from export import triton_config
+from service.domain.manifest import CLIP_TEXT_EMBEDDER, IMAGE_EMBEDDER, TEXT_EMBEDDER, load_manifest
 from service.encoders.onnx_engine import OnnxRuntimeEngine
 from service.encoders.triton_engine import TritonEngine
-from service.errors import DependencyUnavailable
-from service.manifest import CLIP_TEXT_EMBEDDER, IMAGE_EMBEDDER, TEXT_EMBEDDER, load_manifest
+from service.platform.errors import DependencyUnavailable
 from service.triton_local.launcher import free_port, prepare_cpu_repository
 from tests.conftest import TINY_ROLE
 

@@ -17,11 +17,11 @@ from litestar.testing import AsyncTestClient
 from benchmarks.relevance.evaluate import Evaluation, Row, as_dict
 from export.cli import main as export_cli
 from finetune.__main__ import main as finetune_cli
+from service.admin.versions import main as versions_cli
 from service.app import create_app
-from service.manifest import TEXT_EMBEDDER, load_manifest
-from service.rollout import Rollout, RolloutError, bucket, parse_split, promotion_verdict
+from service.domain.manifest import TEXT_EMBEDDER, load_manifest
+from service.domain.rollout import Rollout, RolloutError, bucket, parse_split, promotion_verdict
 from service.settings import load_settings
-from service.versions import main as versions_cli
 from tests.api_calls import wait_for_reindex
 from tests.builders import story_documents
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from litestar.testing import AsyncTestClient
 
+from service.domain.vectors import IMAGE_VECTORS
 from service.store.types import VectorQuery
-from service.vectors import IMAGE_VECTORS
 
 
 async def _image_search(client: AsyncTestClient, body: dict) -> list[tuple[str, float]]:

@@ -34,7 +34,7 @@ from benchmarks.relevance.workspace import (
     stored_documents,
 )
 from benchmarks.reporting import portable_source, write_results
-from service.logs import configure_logging
+from service.platform.logs import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,7 +156,7 @@ async def run_models(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         "documents": len(catalogue.documents) if catalogue else 0,
         "text_model": ", ".join(f"{n} ({d})" for n, d in descriptions.items()),
         "held_out": None if eligible is None else len(eligible),
-        # What `python -m service.versions promote --evidence` checks this report is about.
+        # What `python -m service.admin.versions promote --evidence` checks this report is about.
         "compared": {"base": served[names[0]], "candidate": served[finetuned]} if finetuned else None,
         "pictures": False,
         "seed": args.seed,

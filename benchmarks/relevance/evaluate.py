@@ -32,11 +32,11 @@ from benchmarks.relevance.systems import (
     SimilarityRanker,
     TextSearchRanker,
 )
-from service.calibration import hub_share
-from service.progress import counter
+from service.domain.calibration import hub_share
+from service.platform.progress import counter
 from service.runtime import Runtime
-from service.search import SearchService
-from service.similarity import KIND_VECTORS, SimilarityService
+from service.search.queries import SearchService
+from service.search.similarity import KIND_VECTORS, SimilarityService
 
 # PRD: multimodal search must beat the best single modality by this much (relative, nDCG@10).
 MULTIMODAL_BAR = 0.15

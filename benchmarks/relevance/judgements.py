@@ -103,13 +103,13 @@ from benchmarks.relevance.plot_queries import ORDINARY_TITLE_WORDS, PLOT_QUERIES
 from benchmarks.relevance.titles import ARTICLES, is_cjk, normalize, split_season_suffix, stems
 from service.datasets.bangumi import is_latin_title
 from service.datasets.vocabulary import normalize_tag
-from service.documents import AnimeDocument
-from service.text_compose import TYPE_WORDS
+from service.domain.composition import TYPE_WORDS
+from service.domain.documents import AnimeDocument
 
 SetKind = Literal["text", "similar", "multimodal"]
 MAX_JUDGED = 200
 TAG_OVERLAP = 0.4
-# The synonyms the indexed text includes (service/text_compose.py keeps the first 12).
+# The synonyms the indexed text includes (service/domain/composition.py keeps the first 12).
 COMPOSED_SYNONYMS = 12
 # Facets never used to build a query (still counted when grading overlap).
 _UNSPOKEN = frozenset({"Hentai"})

@@ -18,14 +18,14 @@ import numpy as np
 from benchmarks.relevance.judgements import Query
 from benchmarks.relevance.pictures import screenshot
 from benchmarks.relevance.titles import is_cjk, normalize
-from service.documents import AnimeDocument
-from service.errors import NotFound
+from service.domain.composition import compose_text, normalize_query
+from service.domain.documents import AnimeDocument
+from service.domain.vectors import TEXT_LEXICAL_VECTOR
+from service.platform.errors import NotFound
 from service.runtime import Runtime
 from service.schemas import ImageSearchRequest, MultimodalSearchRequest, Ranking, SearchRequest
-from service.search import SearchService
-from service.similarity import SimilarityService
-from service.text_compose import compose_text, normalize_query
-from service.vectors import TEXT_LEXICAL_VECTOR
+from service.search.queries import SearchService
+from service.search.similarity import SimilarityService
 
 
 class Ranker(Protocol):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import msgspec
 
-from service.documents import AnimeDocument
-from service.manifest import TEXT_EMBEDDER, has_role
+from service.domain.documents import AnimeDocument
+from service.domain.manifest import TEXT_EMBEDDER, has_role
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings, load_settings
 
@@ -107,7 +107,7 @@ def export_minilm(workspace: Path) -> None:
 
 async def fill(runtime: Runtime, documents: list[AnimeDocument]) -> None:
     """Embed and store what is missing (resumable: anime already stored are skipped)."""
-    from service.ingest import ingest
+    from service.catalogue.ingest import ingest
 
     report = await ingest(runtime, documents, batch_size=128, skip_existing=True)
     if report.failed:

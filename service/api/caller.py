@@ -1,10 +1,10 @@
-"""Who is asking, for the text model's A/B split (service/rollout.py): a dependency of the routes."""
+"""Who is asking, for the text model's A/B split (service/domain/rollout.py): a dependency of the routes."""
 
 from __future__ import annotations
 
 from litestar import Request
 
-from service.rollout import Caller
+from service.domain.rollout import Caller
 
 CLIENT_ID_HEADER = "x-client-id"
 _MAX_CLIENT_ID = 128

@@ -13,11 +13,11 @@ from litestar.exceptions import HTTPException, NotFoundException, SerializationE
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from service.errors import ServiceError
-from service.logs import get_logger
+from service.platform.errors import ServiceError
+from service.platform.logs import get_logger
 from service.schemas import ErrorBody, ErrorResponse
 
-log = get_logger("service.errors")
+log = get_logger("service.platform.errors")
 
 _CODES = {
     400: "bad_request",

@@ -20,9 +20,9 @@ import msgspec
 
 from service.datasets import vocabulary
 from service.datasets.npm import NpmPackage, fetch_package
-from service.documents import AnimeDocument, AnimeStatus, AnimeType, Season
-from service.languages import detect_language
-from service.logs import get_logger
+from service.domain.documents import AnimeDocument, AnimeStatus, AnimeType, Season
+from service.domain.languages import detect_language
+from service.platform.logs import get_logger
 
 BGMD = NpmPackage(
     name="bgmd",

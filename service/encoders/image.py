@@ -7,9 +7,9 @@ import asyncio
 import numpy as np
 from PIL import Image
 
+from service.domain.manifest import ModelManifest
 from service.encoders.base import InferenceEngine
-from service.images import preprocess_batch
-from service.manifest import ModelManifest
+from service.images.preprocessing import preprocess_batch
 
 
 class ImageEncoder:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.errors import DependencyUnavailable
+from service.platform.errors import DependencyUnavailable
 
 # Bounds the memory of one run; callers split larger batches. The exporter's default Triton
 # max_batch_size too: an int8 graph quantizes activations per batch (dynamic quantization), so a text's

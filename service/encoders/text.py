@@ -8,10 +8,10 @@ from typing import Literal
 
 import numpy as np
 
+from service.domain.manifest import ModelManifest, model_ref
 from service.encoders.base import InferenceEngine
 from service.encoders.sparse import SparseVector, lexical_weights
 from service.encoders.tokenization import TextTokenizer
-from service.manifest import ModelManifest, model_ref
 
 TextKind = Literal["query", "document"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from service.manifest import TokenizerSpec
+from service.domain.manifest import TokenizerSpec
 
 _MIN_BUCKET = 16
 

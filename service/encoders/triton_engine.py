@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from service.errors import DependencyUnavailable
-from service.manifest import split_ref
+from service.domain.manifest import split_ref
+from service.platform.errors import DependencyUnavailable
 
 _DEFAULT_MAX_BATCH = 32
 

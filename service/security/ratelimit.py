@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.logs import get_logger
+from service.platform.logs import get_logger
 
 log = get_logger("service.ratelimit")
 

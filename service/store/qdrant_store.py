@@ -24,11 +24,12 @@ import msgspec
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from service.calibration import Calibration
-from service.documents import point_id
+from service.domain.calibration import Calibration
+from service.domain.documents import point_id
+from service.domain.vectors import CALIBRATION_KEY
 from service.encoders.sparse import SparseVector
-from service.errors import DependencyUnavailable, ModelMismatch, ServiceError
-from service.fusion import DEFAULT_RRF_K, dbsf_normalize
+from service.platform.errors import DependencyUnavailable, ModelMismatch, ServiceError
+from service.search.fusion import DEFAULT_RRF_K, dbsf_normalize
 from service.store.edge_client import EdgeQdrantClient, EdgeStorageError
 from service.store.filters import PAYLOAD_INDEXES
 from service.store.params import IndexParams
@@ -42,7 +43,6 @@ from service.store.types import (
     is_multi,
     to_qdrant_vector,
 )
-from service.vectors import CALIBRATION_KEY
 
 RRF_K = int(DEFAULT_RRF_K)
 
@@ -238,7 +238,7 @@ class AnimeStore:
         self.observer: Callable[[str, float, bool], None] | None = None
         # Awaited after every acknowledged write (upsert, delete, alias swap): cache invalidation.
         self.on_write: Callable[[], Awaitable[None]] | None = None
-        # Circuit breaker shared with the engine's (service/resilience.py); None in bare use.
+        # Circuit breaker shared with the engine's (service/platform/resilience.py); None in bare use.
         self.breakers: Any = None
 
     @classmethod
@@ -721,7 +721,7 @@ class AnimeStore:
             return await self._dbsf_here(queries, limit, query_filter, score_threshold)
         params = await self._query_params()
         prefetch = [self._prefetch(q, score_threshold, params) for q in queries]
-        # k=60 like the façade's fusion (service/fusion.py), not Qdrant's default 2: agreement between
+        # k=60 like the façade's fusion (service/search/fusion.py), not Qdrant's default 2: agreement between
         # lists should beat a single list's top hit, and both paths must rank alike.
         query: Any = (
             models.RrfQuery(rrf=models.Rrf(k=RRF_K))

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 from export.triton_config import read_config, render
-from service.manifest import version_dirs
+from service.domain.manifest import version_dirs
 
 _RUNNER = Path(__file__).with_name("onnx_model.py")
 

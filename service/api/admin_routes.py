@@ -1,0 +1,158 @@
+"""Admin routes under /api/v1/admin: catalogue writes, stats, collection, reindex, snapshots."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+from litestar import Controller, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody
+
+from service.admin import versions
+from service.admin.operations import AdminService
+from service.admin.versions import PromotionView, TextVersionsView
+from service.api.errors import error_responses
+from service.api.search_routes import AnimeIdPath
+from service.schemas import DeleteResponse, ReindexJobView, ReindexRequest, UpsertRequest, UpsertResponse
+
+
+def provide_admin(state: State) -> AdminService:
+    return state.admin
+
+
+class PromoteRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    version: Annotated[int, msgspec.Meta(ge=1, description="The text model version to make the default.")]
+    evidence: Annotated[
+        dict[str, Any],
+        msgspec.Meta(
+            description="The JSON report of `python -m benchmarks.relevance --finetuned RUN --json F`: "
+            "the candidate against the default on held-out anime."
+        ),
+    ]
+
+
+class AdminController(Controller):
+    path = "/api/v1/admin"
+    tags: ClassVar[list[str]] = ["admin"]
+
+    @post(
+        "/vectors/upsert",
+        summary="Insert or replace anime (idempotent by anime_id); the service embeds what is missing",
+        description=(
+            "200: all stored. 207: some stored, the rest failed (see items). 422 `nothing_stored`: none "
+            "stored, with the same per-item report in `error.details`."
+        ),
+        responses={
+            207: ResponseSpec(data_container=UpsertResponse, description="some stored, some failed"),
+            **error_responses(400, 413, 422, 503),
+        },
+        status_code=200,
+    )
+    async def upsert(
+        self, data: JSONBody[UpsertRequest], admin: NamedDependency[AdminService]
+    ) -> Response[UpsertResponse]:
+        body, status = await admin.upsert(data)
+        return Response(body, status_code=status)
+
+    @delete(
+        "/vectors/{anime_id:str}",
+        summary="Delete one anime (all its vectors)",
+        responses=error_responses(404, 422, 503),
+        status_code=200,
+    )
+    async def delete_anime(
+        self, anime_id: AnimeIdPath, admin: NamedDependency[AdminService]
+    ) -> DeleteResponse:
+        return await admin.delete(anime_id)
+
+    @get("/stats", summary="Points, vectors per name, payload indexes, model versions present")
+    async def stats(self, admin: NamedDependency[AdminService]) -> dict[str, Any]:
+        return await admin.stats()
+
+    @get(
+        "/collection/info",
+        summary="The collection behind the alias: vectors, index and quantization settings",
+    )
+    async def collection_info(self, admin: NamedDependency[AdminService]) -> dict[str, Any]:
+        return await admin.collection_info()
+
+    @get("/health", summary="Each dependency with its latency, and the reindex state")
+    async def health(self, admin: NamedDependency[AdminService]) -> Response[dict[str, Any]]:
+        report = await admin.health()
+        return Response(report, status_code=503 if report["status"] == "down" else 200)
+
+    @post(
+        "/reindex",
+        summary="Rebuild the collection (new index settings or re-embedding) and swap it in without downtime",
+        responses=error_responses(400, 409, 422, 503),
+        status_code=202,
+    )
+    async def reindex(
+        self, data: JSONBody[ReindexRequest], admin: NamedDependency[AdminService]
+    ) -> ReindexJobView:
+        return admin.start_reindex(data)
+
+    @get("/reindex", summary="Reindex jobs of this process")
+    async def reindex_jobs(self, admin: NamedDependency[AdminService]) -> list[ReindexJobView]:
+        return admin.jobs()
+
+    @get("/reindex/{job_id:str}", summary="Progress of one reindex job", responses=error_responses(404))
+    async def reindex_job(
+        self, job_id: FromPath[str], admin: NamedDependency[AdminService]
+    ) -> ReindexJobView:
+        return admin.job(job_id)
+
+    @get("/models/text", summary="Text model versions: served, in the collection, default, A/B shares")
+    async def text_versions(self, admin: NamedDependency[AdminService]) -> TextVersionsView:
+        return await versions.describe(admin.runtime)
+
+    @post(
+        "/models/text/promote",
+        summary="Make a text model version the default, when the harness's evidence shows it is better",
+        responses=error_responses(400, 404, 409, 422, 503),
+        status_code=200,
+    )
+    async def promote(
+        self, data: JSONBody[PromoteRequest], admin: NamedDependency[AdminService]
+    ) -> PromotionView:
+        return await versions.promote(admin.runtime, data.version, data.evidence)
+
+    @post(
+        "/models/text/rollback",
+        summary="Return to the previous default text model version",
+        responses=error_responses(409, 503),
+        status_code=200,
+    )
+    async def rollback(self, admin: NamedDependency[AdminService]) -> TextVersionsView:
+        return await versions.rollback(admin.runtime)
+
+    @post(
+        "/snapshots",
+        summary="Create a snapshot of the collection (Qdrant server; 501 in local mode)",
+        responses=error_responses(501, 503),
+        status_code=201,
+    )
+    async def create_snapshot(self, admin: NamedDependency[AdminService]) -> dict[str, Any]:
+        return await admin.runtime.store.create_snapshot()
+
+    @get(
+        "/snapshots",
+        summary="List snapshots (Qdrant server; 501 in local mode)",
+        responses=error_responses(501),
+    )
+    async def list_snapshots(self, admin: NamedDependency[AdminService]) -> list[dict[str, Any]]:
+        return await admin.runtime.store.list_snapshots()
+
+    @post(
+        "/snapshots/{name:str}/restore",
+        summary="Restore the collection from one of its snapshots (Qdrant server; 501 in local mode)",
+        responses=error_responses(501, 503),
+        status_code=200,
+    )
+    async def restore_snapshot(
+        self, name: FromPath[str], admin: NamedDependency[AdminService]
+    ) -> dict[str, Any]:
+        return await admin.runtime.store.restore_snapshot(name)
