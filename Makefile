@@ -74,6 +74,7 @@ clean-demo:
 lint: $(VENV)/.ready-dev
 	$(VENV)/bin/ruff check service export finetune tests benchmarks
 	$(VENV)/bin/ruff format --check service export finetune tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
 
 system-deps:
 	@command -v prometheus >/dev/null && command -v redis-server >/dev/null || \

@@ -17,7 +17,7 @@ import msgspec
 import numpy as np
 
 from service.cache.backends import CacheBackend, cache_key, generation_known
-from service.encoders.sparse import SparseVector
+from service.domain.sparse import SparseVector
 from service.platform.metrics import Metrics
 
 CATALOGUE = "catalogue"

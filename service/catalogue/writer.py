@@ -27,11 +27,12 @@ from service.domain.calibration import (
 )
 from service.domain.composition import facts_text, lexical_text, synopsis_texts, title_texts
 from service.domain.documents import AnimeDocument, SparseVectorIn, to_payload
+from service.domain.sparse import SparseVector
 from service.domain.vectors import (
     IMAGE_VECTORS,
     TEXT_LEXICAL_VECTOR,
 )
-from service.encoders.sparse import SparseVector, merge_max
+from service.encoders.sparse import merge_max
 from service.encoders.text import EmbeddingMemo
 from service.runtime import Runtime, TextModel
 from service.store.types import StoredPoint

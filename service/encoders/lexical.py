@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.encoders.sparse import SparseVector
+from service.domain.sparse import SparseVector
 
 
 @dataclass(frozen=True)

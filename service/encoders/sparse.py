@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class SparseVector:
-    indices: list[int]
-    values: list[float]
-
-    def __len__(self) -> int:
-        return len(self.indices)
+from service.domain.sparse import SparseVector
 
 
 def lexical_weights(

@@ -9,8 +9,9 @@ from typing import Literal
 import numpy as np
 
 from service.domain.manifest import ModelManifest, model_ref
+from service.domain.sparse import SparseVector
 from service.encoders.base import InferenceEngine
-from service.encoders.sparse import SparseVector, lexical_weights
+from service.encoders.sparse import lexical_weights
 from service.encoders.tokenization import TextTokenizer
 
 TextKind = Literal["query", "document"]

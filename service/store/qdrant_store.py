@@ -26,8 +26,8 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from service.domain.calibration import Calibration
 from service.domain.documents import point_id
+from service.domain.sparse import SparseVector
 from service.domain.vectors import CALIBRATION_KEY
-from service.encoders.sparse import SparseVector
 from service.platform.errors import DependencyUnavailable, ModelMismatch, ServiceError
 from service.search.fusion import DEFAULT_RRF_K, dbsf_normalize
 from service.store.edge_client import EdgeQdrantClient, EdgeStorageError

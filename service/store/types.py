@@ -8,7 +8,7 @@ from typing import Any
 
 from qdrant_client import models
 
-from service.encoders.sparse import SparseVector
+from service.domain.sparse import SparseVector
 
 
 @dataclass(frozen=True)
