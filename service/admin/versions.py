@@ -25,9 +25,8 @@ from service.runtime import Runtime, build_runtime
 from service.settings import load_settings
 
 
-class PromotionRefused(ServiceError):
-    status_code = 409
-    code = "promotion_refused"
+class PromotionRefused(ServiceError, status_code=409, code="promotion_refused"):
+    pass
 
 
 class _Side(msgspec.Struct, kw_only=True):

@@ -25,11 +25,8 @@ from service.images.pool import DEFAULT_POOL, DecodePool
 _FETCH_HEADERS = {"Accept-Encoding": "identity", "Accept": "image/jpeg, image/png, image/webp, */*;q=0.1"}
 
 
-class ImageFetchFailed(ImageError):
+class ImageFetchFailed(ImageError, status_code=422, code="image_fetch_failed"):
     """The URL did not give us a body: unreachable, an HTTP error status, or a bad URL."""
-
-    status_code = 422
-    code = "image_fetch_failed"
 
 
 class ImageFetchTimeout(ImageFetchFailed):

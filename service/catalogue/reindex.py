@@ -33,9 +33,8 @@ log = get_logger("service.catalogue.reindex")
 State = Literal["running", "succeeded", "failed", "cancelled"]
 
 
-class ReindexConflict(ServiceError):
-    status_code = 409
-    code = "reindex_in_progress"
+class ReindexConflict(ServiceError, status_code=409, code="reindex_in_progress"):
+    pass
 
 
 @dataclass

@@ -82,29 +82,24 @@ class ImageError(ServiceError, ValueError):
     code: str = "invalid_image"
 
 
-class InvalidBase64(ImageError):
-    status_code = 422
-    code = "invalid_base64"
+class InvalidBase64(ImageError, status_code=422, code="invalid_base64"):
+    pass
 
 
-class ImageTooLarge(ImageError):
-    status_code = 413
-    code = "image_too_large"
+class ImageTooLarge(ImageError, status_code=413, code="image_too_large"):
+    pass
 
 
-class UnsupportedImage(ImageError):
-    status_code = 415
-    code = "unsupported_image_format"
+class UnsupportedImage(ImageError, status_code=415, code="unsupported_image_format"):
+    pass
 
 
-class CorruptImage(ImageError):
-    status_code = 422
-    code = "corrupt_image"
+class CorruptImage(ImageError, status_code=422, code="corrupt_image"):
+    pass
 
 
-class ImageDimensions(ImageError):
-    status_code = 422
-    code = "bad_image_dimensions"
+class ImageDimensions(ImageError, status_code=422, code="bad_image_dimensions"):
+    pass
 
 
 # --------------------------------------------------------------------------------------------- base64
