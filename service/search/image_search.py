@@ -9,7 +9,7 @@ from service.domain.vectors import IMAGE_VECTORS
 from service.runtime import Runtime
 from service.schemas import ImageSearchRequest, SearchResponse
 from service.search.query_encoders import QueryEncoders
-from service.search.results import hit_result, query_info
+from service.search.results import hit_result, search_answer
 from service.store.filters import build_filter
 from service.store.types import VectorQuery
 
@@ -50,15 +50,6 @@ class ImageSearch:
             score_threshold=request.score_threshold,
         )
         results = [hit_result(h) for h in hits]
-        return SearchResponse(
-            results=results,
-            total=len(results),
-            query_info=query_info(
-                self.runtime,
-                started,
-                image.manifest.source,
-                image.manifest.model_version,
-                ranking="rrf",
-                vectors=list(IMAGE_VECTORS),
-            ),
+        return search_answer(
+            self.runtime, started, image.manifest, results, ranking="rrf", vectors=list(IMAGE_VECTORS)
         )

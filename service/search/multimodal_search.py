@@ -19,7 +19,7 @@ from service.runtime import Runtime, TextModel
 from service.schemas import MultimodalSearchRequest, SearchResponse
 from service.search.fusion import Candidate, RankedList, fuse
 from service.search.query_encoders import QueryEncoders
-from service.search.results import documented_results, query_info
+from service.search.results import documented_results, search_answer
 from service.search.text_lists import TextLists
 from service.search.text_mode import choose_text_mode, lexical_indexed
 from service.store.filters import build_filter
@@ -99,21 +99,16 @@ class MultimodalSearch:
         if request.score_threshold is not None:
             fused = [f for f in fused if f.score >= request.score_threshold]
         results = await documented_results(self.runtime, fused)
-        manifest = model.manifest
-        return SearchResponse(
-            results=results,
-            total=len(results),
-            query_info=query_info(
-                self.runtime,
-                started,
-                manifest.source,
-                manifest.model_version,
-                text_version=model.version if query is not None else None,
-                ranking=request.ranking,
-                weights=weights,
-                vectors=[item.name for item in lists],
-                degraded=degraded,
-            ),
+        return search_answer(
+            self.runtime,
+            started,
+            model.manifest,
+            results,
+            text_version=model.version if query is not None else None,
+            ranking=request.ranking,
+            weights=weights,
+            vectors=[item.name for item in lists],
+            degraded=degraded,
         )
 
     async def _text(self, query: str, query_filter: Any, model: TextModel) -> list[_List]:

@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from service.domain.manifest import ModelManifest
 from service.domain.vectors import HUBNESS_FIELD
 from service.runtime import Runtime
-from service.schemas import AnimeRecord, AnimeResult, QueryInfo
+from service.schemas import AnimeRecord, AnimeResult, QueryInfo, SearchResponse
 from service.search.explain import explain
 from service.search.fusion import Fused
 from service.store.types import Hit, StoredRecord
@@ -91,14 +92,23 @@ def anime_record(anime_id: str, hit: Hit) -> AnimeRecord:
     )
 
 
-def query_info(runtime: Runtime, started: float, model: str, version: str, **extra: Any) -> QueryInfo:
+def query_info(runtime: Runtime, started: float, manifest: ModelManifest, **extra: Any) -> QueryInfo:
+    """How an answer was made: engine, the model that embedded the query, store, time, and `extra`."""
     return QueryInfo(
         engine=runtime.engine.name,
-        model=model,
-        model_version=version,
+        model=manifest.source,
+        model_version=manifest.model_version,
         store=runtime.store.engine,
         took_ms=elapsed_ms(started),
         **extra,
+    )
+
+
+def search_answer(
+    runtime: Runtime, started: float, manifest: ModelManifest, results: list[AnimeResult], **extra: Any
+) -> SearchResponse:
+    return SearchResponse(
+        results=results, total=len(results), query_info=query_info(runtime, started, manifest, **extra)
     )
 
 

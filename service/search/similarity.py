@@ -109,8 +109,7 @@ class SimilaritySearch:
             query_info=query_info(
                 self.runtime,
                 started,
-                model.manifest.source,
-                model.manifest.model_version,
+                model.manifest,
                 text_version=model.version,
                 ranking="rrf" if len(plan.vectors) > 1 else None,
                 vectors=list(plan.vectors),

@@ -19,7 +19,7 @@ from service.runtime import Runtime, TextModel
 from service.schemas import AnimeResult, SearchRequest, SearchResponse
 from service.search.fusion import Candidate, RankedList, fuse_confident
 from service.search.query_encoders import QueryEncoders
-from service.search.results import documented_results, hit_result, query_info
+from service.search.results import documented_results, hit_result, search_answer
 from service.search.text_lists import TextLists
 from service.search.text_mode import choose_text_mode, lexical_indexed
 from service.store.filters import build_filter
@@ -97,22 +97,17 @@ class TextSearch:
                 lists, fusion=self.text_fusion, limit=request.limit, score_threshold=request.score_threshold
             )
             results = [hit_result(h) for h in hits]
-        manifest = model.manifest
-        return SearchResponse(
-            results=results,
-            total=len(results),
-            query_info=query_info(
-                self.runtime,
-                started,
-                manifest.source,
-                manifest.model_version,
-                text_version=model.version,
-                tokens=embedding.tokens,
-                truncated=embedding.truncated,
-                mode=mode,
-                ranking=self.text_fusion,
-                vectors=[q.using for q in lists],
-            ),
+        return search_answer(
+            self.runtime,
+            started,
+            model.manifest,
+            results,
+            text_version=model.version,
+            tokens=embedding.tokens,
+            truncated=embedding.truncated,
+            mode=mode,
+            ranking=self.text_fusion,
+            vectors=[q.using for q in lists],
         )
 
     async def _fuse_here(
