@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from service.schemas import AnimeResult
 from service.store.folders import copy_folder
 
-# The answer carries the same fields as the façade's (service.search.queries.to_result), defaults included,
+# The answer carries the same fields as the façade's (service.search.results.to_result), defaults included,
 # so both serialise the same JSON.
 _FIELDS = [
     f

@@ -30,7 +30,7 @@ from service.encoders.base import InferenceEngine
 from service.platform.logs import configure_logging, get_logger
 from service.platform.metrics import Metrics
 from service.runtime import build_runtime
-from service.search.queries import SearchService
+from service.search.search_service import SearchService
 from service.search.similarity import SimilarityService
 from service.security.auth import ApiKeyConfigError, KeyRing
 from service.security.middleware import SecurityPolicy, gate, parse_networks

@@ -22,7 +22,7 @@ from service.app import create_app
 from service.catalogue.ingest import ingest
 from service.datasets.bangumi import load_bangumi
 from service.runtime import build_runtime
-from service.search.queries import SearchService
+from service.search.search_service import SearchService
 from tests.conftest import DATASET_NOW, REAL_INDEX_MAX_TOKENS, dataset_cache, real_settings
 
 ANIME = 200  # enough neighbours for a meaningful top 5, small enough to embed in a few seconds

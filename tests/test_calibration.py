@@ -194,7 +194,7 @@ async def test_a_search_centres_its_synopsis_query_and_subtracts_hubness(
     tiny_repository, calibrated_index, tmp_path
 ):
     from service.runtime import build_runtime
-    from service.search.queries import SearchService
+    from service.search.search_service import SearchService
     from service.settings import load_settings
     from service.store.types import ScorePenalty
     from tests.conftest import copy_index

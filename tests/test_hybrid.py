@@ -15,6 +15,7 @@ from service.catalogue.ingest import ingest
 from service.domain.composition import facts_text, lexical_text, synopsis_texts, title_texts
 from service.encoders.lexical import LexicalEncoder
 from service.runtime import build_runtime
+from service.search.text_mode import choose_text_mode
 from service.settings import load_settings
 
 
@@ -50,6 +51,17 @@ def test_the_lexical_tokenizer_segments_japanese_and_chinese_into_words():
     once, twice = lexical.documents(["titan", "titan titan"])
     assert twice.values[0] > once.values[0]
     assert len(lexical.query("🎉🎉 !!!")) == 0
+
+
+def test_hybrid_or_dense_is_decided_by_one_rule():
+    """The request's mode, else the deployment's; hybrid only where the collection has the lexical
+    channel. Multimodal requests have no mode of their own and pass None."""
+    assert choose_text_mode(None, "hybrid", lexical=True) == "hybrid"
+    assert choose_text_mode("dense", "hybrid", lexical=True) == "dense"
+    assert choose_text_mode("hybrid", "dense", lexical=True) == "hybrid"
+    assert choose_text_mode(None, "dense", lexical=True) == "dense"
+    assert choose_text_mode("hybrid", "hybrid", lexical=False) == "dense"
+    assert choose_text_mode(None, "hybrid", lexical=False) == "dense"
 
 
 async def test_stored_vectors_hold_each_field(client, bangumi_documents):

@@ -21,7 +21,7 @@ from service.domain.composition import facts_text, synopsis_texts, title_texts
 from service.domain.documents import AnimeDocument
 from service.domain.manifest import TEXT_EMBEDDER, load_manifest
 from service.runtime import build_runtime
-from service.search.queries import SearchService
+from service.search.search_service import SearchService
 from service.settings import load_settings
 
 QUERY = "search: "

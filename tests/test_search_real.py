@@ -19,7 +19,8 @@ from service.catalogue.writer import embed_documents
 from service.runtime import build_runtime
 from service.schemas import SearchRequest
 from service.search.fusion import Candidate, RankedList, fuse, fuse_confident
-from service.search.queries import TEXT_WEIGHTS, SearchService
+from service.search.search_service import SearchService
+from service.search.text_search import TEXT_WEIGHTS
 from service.store.filters import build_filter
 from tests.conftest import copy_index, real_settings
 

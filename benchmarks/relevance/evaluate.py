@@ -35,7 +35,7 @@ from benchmarks.relevance.systems import (
 from service.domain.calibration import hub_share
 from service.platform.progress import counter
 from service.runtime import Runtime
-from service.search.queries import SearchService
+from service.search.search_service import SearchService
 from service.search.similarity import KIND_VECTORS, SimilarityService
 
 # PRD: multimodal search must beat the best single modality by this much (relative, nDCG@10).

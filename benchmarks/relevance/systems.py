@@ -24,7 +24,7 @@ from service.domain.vectors import TEXT_LEXICAL_VECTOR
 from service.platform.errors import NotFound
 from service.runtime import Runtime
 from service.schemas import ImageSearchRequest, MultimodalSearchRequest, Ranking, SearchRequest
-from service.search.queries import SearchService
+from service.search.search_service import SearchService
 from service.search.similarity import SimilarityService
 
 

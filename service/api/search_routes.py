@@ -17,7 +17,7 @@ from service.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from service.search.queries import SearchService
+from service.search.search_service import SearchService
 
 AnimeIdPath = Annotated[
     str,

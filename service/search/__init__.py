@@ -1,7 +1,11 @@
-"""Search use cases: text, picture and multimodal queries, "more like this", explanations, fusion.
+"""Search use cases: text, picture, multimodal and "more like this" questions in, ranked anime out.
 
-Owns the path of a query from parsed request to ranked anime: embed (through the encoders), query the
-store (one list per named vector), fuse (`fusion`: every fusion rule, whether Qdrant or the façade
-executes it), explain and shape the results. No HTTP here: handlers in `service.api` call these.
-May import schemas, runtime, cache, encoders, store, images, domain and platform.
+Owns the request path below the HTTP handlers: `search_service.SearchService` and
+`similarity.SimilarityService` (what the routes call) -> `cached_answers.CachedAnswers` (the answer
+cache, wrapped around each use case) -> `text_search`, `image_search`, `multimodal_search`,
+`similarity` (the use cases) -> `query_encoders` (each encoder behind the embedding cache) and the
+store. Beside them: `text_mode` (hybrid or dense, decided once), `text_lists` (the candidate lists of a
+text query), `fusion`, `explain` and `results` (shaping every answer alike).
+
+May import runtime, schemas, cache, encoders, store, images, domain and platform; never the API layer.
 """

@@ -7,9 +7,8 @@ whole batch of ids is answered with two store round trips (one multi-get, one ba
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-
-import msgspec
 
 from service.domain.rollout import Caller
 from service.domain.vectors import IMAGE_VECTORS, TEXT_LEXICAL_VECTOR, TextVectorNames
@@ -18,16 +17,15 @@ from service.runtime import Runtime, TextModel
 from service.schemas import (
     AnimeResult,
     ErrorBody,
-    QueryInfo,
     SearchFilters,
     SimilarityBatchItem,
     SimilarityBatchRequest,
     SimilarityKind,
     SimilarityResponse,
 )
-from service.search.explain import explain
+from service.search.cached_answers import CachedAnswers
 from service.search.fusion import Candidate, Fused, RankedList, fuse
-from service.search.queries import to_result
+from service.search.results import elapsed_ms, fused_results, query_info, timed
 from service.store.filters import build_filter
 from service.store.types import ScorePenalty, StoredRecord, VectorQuery
 
@@ -49,6 +47,33 @@ class VectorNotFound(NotFound):
 
 
 @dataclass(frozen=True)
+class SimilarityQuestion:
+    """One "more like this" as its use case gets it, with the text model version answering."""
+
+    kind: SimilarityKind
+    anime_id: str
+    limit: int
+    filters: SearchFilters | None
+    score_threshold: float | None
+    model: TextModel
+
+    @property
+    def cache_endpoint(self) -> str:
+        return "similarity"
+
+    @property
+    def cache_request(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "anime_id": self.anime_id,
+            "limit": self.limit,
+            "filters": self.filters,
+            "threshold": self.score_threshold,
+            "text_version": self.model.version,
+        }
+
+
+@dataclass(frozen=True)
 class _Plan:
     anime_id: str
     record: StoredRecord | None
@@ -56,10 +81,40 @@ class _Plan:
     error: ServiceError | None
 
 
-class SimilarityService:
+class SimilaritySearch:
+    """The use case: neighbours of one anime (`answer`, what the answer cache wraps) or of many."""
+
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.candidates = runtime.settings.fusion_candidates
+
+    async def answer(self, question: SimilarityQuestion) -> SimilarityResponse:
+        started = time.perf_counter()
+        ((plan, results),) = await self.answer_many(
+            question.kind,
+            [question.anime_id],
+            question.limit,
+            question.filters,
+            question.score_threshold,
+            question.model,
+        )
+        if plan.error is not None:
+            raise plan.error
+        model = question.model
+        return SimilarityResponse(
+            anime_id=question.anime_id,
+            kind=question.kind,
+            results=results,
+            total=len(results),
+            query_info=query_info(
+                self.runtime,
+                started,
+                model.manifest,
+                text_version=model.version,
+                ranking="rrf" if len(plan.vectors) > 1 else None,
+                vectors=list(plan.vectors),
+            ),
+        )
 
     def _plan(self, kind: str, anime_id: str, record: StoredRecord | None, model: TextModel) -> _Plan:
         if record is None:
@@ -80,7 +135,7 @@ class SimilarityService:
             )
         return _Plan(anime_id, record, names, None)
 
-    async def _similar_many(
+    async def answer_many(
         self,
         kind: str,
         anime_ids: list[str],
@@ -131,29 +186,27 @@ class SimilarityService:
             if plan.error is not None or plan.record is None:
                 out.append((plan, []))
                 continue
-            results = []
-            for item in fused:
-                found = payloads.get(item.key)
-                if found is None:
-                    continue  # deleted between the two calls
-                score = item.list_scores[plan.vectors[0]] if len(plan.vectors) == 1 else item.score
-                explanation = explain(item, plan.record.payload, found.payload)
-                results.append(to_result(item.key, score, found.payload, explanation=explanation))
-            out.append((plan, results))
+            out.append((plan, fused_results(fused, payloads, plan.record.payload, _score_of(plan.vectors))))
         return out
 
-    def _info(self, started: float, vectors: tuple[str, ...], model: TextModel) -> QueryInfo:
-        manifest = model.manifest
-        return QueryInfo(
-            engine=self.runtime.engine.name,
-            model=manifest.source,
-            model_version=manifest.model_version,
-            text_version=model.version,
-            store=self.runtime.store.engine,
-            took_ms=round((time.perf_counter() - started) * 1000, 3),
-            ranking="rrf" if len(vectors) > 1 else None,
-            vectors=list(vectors),
-        )
+
+def _score_of(vectors: tuple[str, ...]) -> Callable[[Fused], float]:
+    """One list: its own similarity is the score (a client can set a threshold on it); several: the
+    fused one."""
+    if len(vectors) == 1:
+        (only,) = vectors
+        return lambda item: item.list_scores[only]
+    return lambda item: item.score
+
+
+class SimilarityService:
+    """What the similarity routes call; the single-id answer goes through the answer cache."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        assert runtime.cache is not None
+        self.runtime = runtime
+        self.search = SimilaritySearch(runtime)
+        self.answers = CachedAnswers(self.search, runtime.cache, SimilarityResponse)
 
     async def similar(
         self,
@@ -168,50 +221,10 @@ class SimilarityService:
     ) -> SimilarityResponse:
         started = time.perf_counter()
         model = await self.runtime.choose_model(caller, model_version)
-        request = {
-            "kind": kind,
-            "anime_id": anime_id,
-            "limit": limit,
-            "filters": filters,
-            "threshold": score_threshold,
-            "text_version": model.version,
-        }
-        assert self.runtime.cache is not None
+        question = SimilarityQuestion(kind, anime_id, limit, filters, score_threshold, model)
         with self.runtime.metrics.text_version("similarity", model.version):
-            answer, cached = await self.runtime.cache.answer(
-                "similarity",
-                request,
-                SimilarityResponse,
-                lambda: self._similar(
-                    kind, anime_id, limit=limit, filters=filters, score_threshold=score_threshold, model=model
-                ),
-            )
-        info = msgspec.structs.replace(answer.query_info, took_ms=_ms(started), cached=cached)
-        return msgspec.structs.replace(answer, query_info=info)
-
-    async def _similar(
-        self,
-        kind: SimilarityKind,
-        anime_id: str,
-        *,
-        limit: int,
-        filters: SearchFilters | None,
-        score_threshold: float | None,
-        model: TextModel,
-    ) -> SimilarityResponse:
-        started = time.perf_counter()
-        ((plan, results),) = await self._similar_many(
-            kind, [anime_id], limit, filters, score_threshold, model
-        )
-        if plan.error is not None:
-            raise plan.error
-        return SimilarityResponse(
-            anime_id=anime_id,
-            kind=kind,
-            results=results,
-            total=len(results),
-            query_info=self._info(started, plan.vectors, model),
-        )
+            answer = await self.answers.answer(question)
+        return timed(answer, started)
 
     async def similar_batch(
         self, request: SimilarityBatchRequest, caller: Caller | None = None
@@ -219,7 +232,7 @@ class SimilarityService:
         started = time.perf_counter()
         model = await self.runtime.choose_model(caller, request.model_version)
         with self.runtime.metrics.text_version("similarity/batch", model.version):
-            answers = await self._similar_many(
+            answers = await self.search.answer_many(
                 request.kind,
                 list(request.anime_ids),
                 request.limit,
@@ -241,8 +254,4 @@ class SimilarityService:
                 )
             else:
                 items.append(SimilarityBatchItem(anime_id=plan.anime_id, status_code=200, results=results))
-        return items, round((time.perf_counter() - started) * 1000, 3)
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
+        return items, elapsed_ms(started)

@@ -1,0 +1,127 @@
+"""Text search: a question in words, ranked anime out (POST /api/v1/search). No HTTP, no cache here."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+from service.domain.composition import normalize_query
+from service.domain.vectors import (
+    FACTS_VECTOR,
+    SYNOPSIS_VECTOR,
+    TEXT_LEXICAL_VECTOR,
+    TEXT_SPARSE_VECTOR,
+    TITLE_VECTOR,
+)
+from service.platform.errors import InvalidInput
+from service.runtime import Runtime, TextModel
+from service.schemas import AnimeResult, SearchRequest, SearchResponse
+from service.search.fusion import Candidate, RankedList, fuse_confident
+from service.search.query_encoders import QueryEncoders
+from service.search.results import documented_results, hit_result, search_answer
+from service.search.text_lists import TextLists
+from service.search.text_mode import choose_text_mode, lexical_indexed
+from service.store.filters import build_filter
+from service.store.types import VectorQuery
+
+# How text search fuses its lists: "confident" (service/search/fusion.py fuse_confident, in the façade, on the
+# candidate lists Qdrant returns in one batch), or Qdrant's own "dbsf"/"rrf" (inside Qdrant), kept as
+# the relevance harness's ablations. Rank fusion gives every list's first hit the same weight, and DBSF
+# weighs a list that is sure of its best hit like one that is not; the confident sum lets the sure list
+# win. Measured on the whole catalogue in benchmarks/RESULTS.md ("hybrid" against "hybrid, Qdrant DBSF"
+# and "hybrid, RRF").
+TEXT_FUSION = "confident"
+# Per list: synopses carry a plot description, the only kind of query no other list can answer.
+TEXT_WEIGHTS = {
+    TITLE_VECTOR: 1.0,
+    FACTS_VECTOR: 1.0,
+    SYNOPSIS_VECTOR: 1.5,
+    TEXT_LEXICAL_VECTOR: 1.0,
+    TEXT_SPARSE_VECTOR: 1.0,
+}
+
+
+def checked_query(text: str) -> str:
+    """The query as it is embedded; refused (400) when nothing is left of it."""
+    query = normalize_query(text)
+    if not query:
+        raise InvalidInput("query is empty once whitespace and control characters are removed", field="query")
+    return query
+
+
+@dataclass(frozen=True)
+class TextQuestion:
+    """A text search as its use case gets it: the request, its checked query, the version answering."""
+
+    request: SearchRequest
+    query: str
+    model: TextModel
+
+    @property
+    def cache_endpoint(self) -> str:
+        # Clients of two versions asking the same get their own version's answer.
+        return f"search@text:{self.model.version}"
+
+    @property
+    def cache_request(self) -> SearchRequest:
+        return self.request
+
+
+class TextSearch:
+    """`text_fusion` exists for the relevance harness's ablations: the service always runs "confident"."""
+
+    def __init__(
+        self, runtime: Runtime, encoders: QueryEncoders, lists: TextLists, *, text_fusion: str = TEXT_FUSION
+    ) -> None:
+        self.runtime = runtime
+        self.encoders = encoders
+        self.lists = lists
+        self.text_fusion = text_fusion
+
+    async def answer(self, question: TextQuestion) -> SearchResponse:
+        store = self.runtime.store
+        # A new answer needs the store: 503 at once while it is down, before the query is encoded.
+        await store.refuse_if_down()
+        started = time.perf_counter()
+        request, query, model = question.request, question.query, question.model
+        mode = choose_text_mode(
+            request.text_mode, self.runtime.settings.text_search_mode, lexical=lexical_indexed(store.schema)
+        )
+        embedding = await self.encoders.text(query, model)
+        lists = await self.lists.build(query, embedding, build_filter(request.filters), mode, model)
+        if self.text_fusion == "confident":
+            results = await self._fuse_here(lists, request.limit, request.score_threshold, model)
+        else:
+            hits = await store.search_fused(
+                lists, fusion=self.text_fusion, limit=request.limit, score_threshold=request.score_threshold
+            )
+            results = [hit_result(h) for h in hits]
+        return search_answer(
+            self.runtime,
+            started,
+            model.manifest,
+            results,
+            text_version=model.version,
+            tokens=embedding.tokens,
+            truncated=embedding.truncated,
+            mode=mode,
+            ranking=self.text_fusion,
+            vectors=[q.using for q in lists],
+        )
+
+    async def _fuse_here(
+        self, lists: list[VectorQuery], limit: int, score_threshold: float | None, model: TextModel
+    ) -> list[AnimeResult]:
+        """Candidates of every list in one batch (ids and scores), fused here, then the results."""
+        store = self.runtime.store
+        queries = [dataclasses.replace(q, score_threshold=score_threshold) for q in lists]
+        found = await store.search_many(queries, payload=False)
+        ranked = [
+            RankedList(q.using, q.using, [Candidate(h.anime_id, h.score) for h in hits])
+            for q, hits in zip(queries, found, strict=True)
+        ]
+        sparse = {q.using: q.limit for q in queries if q.using in store.schema.sparse}
+        weights = {q.using: TEXT_WEIGHTS.get(model.names.base_name(q.using), 1.0) for q in queries}
+        fused = fuse_confident(ranked, weights, limit=limit, zero_filled=sparse)
+        return await documented_results(self.runtime, fused)
