@@ -5,11 +5,13 @@ waiting for a timeout. After `reset_s` the circuit half-opens and lets a call th
 succeeds the circuit closes and traffic resumes, with no restart. What counts as a failure is the
 caller's choice (the engine and store count outages only, the cache any error).
 
-purgatory's state machine (`Context`: closed → opened → half-opened) decides every transition.
-Two things it does not offer are added here, and nothing else: a clock of the caller's choosing
-(purgatory reads `time.time()`, which tests cannot drive and which jumps with the wall clock), and a
+purgatory's state machine (`Context` and its states) counts failures and decides the transitions
+closed → opened and half-opened → closed | opened. What it does not offer is added here, and nothing
+else: a clock of the caller's choosing (purgatory reads `time.time()`, which tests cannot drive and
+which jumps with the wall clock), so the opened → half-opened step is taken here on that clock; a
 half-open state that lets a single probe through (the cache's choice; purgatory lets every call
-through, which the engine and store keep).
+through, which the engine and store keep); and a cancelled call counting for nothing (it says nothing
+about the dependency; purgatory would count it as a failure, or as a success once excluded).
 
 Imports only the standard library, purgatory and `service.platform`: every layer above may use it.
 """
