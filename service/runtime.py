@@ -25,14 +25,16 @@ from service.domain.manifest import (
 from service.domain.rollout import Caller, Rollout, RolloutError, check_versions, parse_split
 from service.domain.vectors import IMAGE_VECTORS, TEXT_LEXICAL_VECTOR, TextVectorNames
 from service.encoders.base import InferenceEngine
+from service.encoders.guarded import GuardedEngine
 from service.encoders.image import ImageEncoder
+from service.encoders.instrumented import InstrumentedEngine
 from service.encoders.lexical import LexicalEncoder
 from service.encoders.text import TextEncoder
 from service.images.checks import ImageLimits
 from service.images.pool import DecodePool
 from service.platform.errors import DependencyUnavailable, Forbidden, ModelMismatch
-from service.platform.metrics import InstrumentedEngine, Metrics
-from service.platform.resilience import Breakers, GuardedEngine
+from service.platform.metrics import Metrics
+from service.platform.resilience import Breakers
 from service.settings import Settings
 from service.store.qdrant_store import AnimeStore
 from service.store.types import VectorSchema
@@ -325,10 +327,12 @@ async def build_runtime(
     refs = {model_ref(TEXT_EMBEDDER, v): found for v, found in texts.items()}
     refs |= {role: found for role, found in models.items() if role != TEXT_EMBEDDER}
     breakers = Breakers(settings.breaker_threshold, settings.breaker_reset_s)
-    engine = InstrumentedEngine(GuardedEngine(engine or build_engine(settings, refs), breakers), metrics)
-    refresh = getattr(engine, "refresh_model_info", None)
+    bare = engine or build_engine(settings, refs)
+    # Engine-specific, outside the interface: Triton reads each model's batch limit once at start.
+    refresh = getattr(bare, "refresh_model_info", None)
     if refresh is not None:
         await refresh(list(refs))
+    engine = InstrumentedEngine(GuardedEngine(bare, breakers), metrics)
     text_models = {
         version: TextModel(
             version,

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from service.platform.logs import get_logger
+from service.platform.resilience import CLOSED, OPENED, Circuit, CircuitOpen
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -306,9 +307,10 @@ class FailOpenCache:
     * ``bump`` -> a negative number on failure, and the bump is remembered and replayed before any
       other call reaches the backend again. Until it lands, ``generation`` of that namespace is unknown.
       Replaying a bump that had in fact reached Redis (a timeout after the write) costs only misses.
-    * Circuit: after ``failure_threshold`` consecutive failures the backend is skipped for
-      ``cooldown_s``; then a single probe call goes through. Success closes the circuit, failure
-      reopens it. ``ping`` always goes through, so health checks report the truth.
+    * Circuit (the platform's breaker, :class:`~service.platform.resilience.Circuit`): after
+      ``failure_threshold`` consecutive failures the backend is skipped for ``cooldown_s``; then a
+      single probe call goes through while the others keep skipping. Success closes the circuit,
+      failure reopens it. ``ping`` always goes through, so health checks report the truth.
     * Logs the first failure and then one line per ``log_every`` failures, so an outage does not
       flood the logs at request rate.
     """
@@ -327,12 +329,18 @@ class FailOpenCache:
         self.failure_threshold = failure_threshold
         self.cooldown_s = cooldown_s
         self.log_every = max(1, log_every)
-        self._clock = clock
+        self.circuit = Circuit(
+            f"cache:{backend.name}",
+            threshold=failure_threshold,
+            reset_s=cooldown_s,
+            # A skipped lookup costs one miss; a crowd of probes into a struggling Redis costs latency.
+            single_probe=True,
+            clock=clock,
+            on_change=self._circuit_changed,
+        )
         self.errors = 0  # every failed call to the backend
         self.skipped = 0  # calls answered without the backend because the circuit was open
-        self._consecutive = 0
-        self._open_until: float | None = None
-        self._probing = False
+        self._consecutive = 0  # failures since the last success, for health and the logs
         # namespace -> token of its latest failed or in-flight bump (see bump()).
         self._pending_bumps: dict[str, int] = {}
         self._bump_seq = 0
@@ -343,7 +351,8 @@ class FailOpenCache:
 
     @property
     def circuit_open(self) -> bool:
-        return self._open_until is not None
+        """Opened or half-opened: not yet closed again by a successful call."""
+        return self.circuit.state != CLOSED
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -399,11 +408,6 @@ class FailOpenCache:
                 del self._pending_bumps[namespace]
         return done
 
-    def _allow(self) -> bool:
-        if self._open_until is None:
-            return True
-        return self._clock() >= self._open_until and not self._probing
-
     async def _call(
         self,
         op: str,
@@ -412,31 +416,27 @@ class FailOpenCache:
         bypass_circuit: bool = False,
         replay_first: bool = True,
     ) -> tuple[bool, _T | None]:
-        if not bypass_circuit and not self._allow():
-            self.skipped += 1
-            return False, None
-        # Half-open: exactly one call tests the backend while the others keep skipping.
-        probe = self._open_until is not None and not bypass_circuit
-        if probe:
-            self._probing = True
-        try:
+        async def attempt() -> _T:
             if replay_first and self._pending_bumps:
                 await self._replay_bumps()
-            result = await call()
+            return await call()
+
+        try:
+            result = await self.circuit.call(attempt, bypass=bypass_circuit)
+        except CircuitOpen:
+            self.skipped += 1
+            return False, None
         except Exception as exc:  # fail open on any backend error (CancelledError is no Exception)
             self._on_failure(op, exc)
             return False, None
-        finally:
-            if probe:
-                self._probing = False
-        self._on_success()
+        self._consecutive = 0
         return True, result
 
-    def _on_success(self) -> None:
-        if self._open_until is not None:
+    def _circuit_changed(self, before: str, after: str) -> None:
+        if before == CLOSED and after == OPENED:
+            _log.warning("cache_circuit_open", backend=self.name, cooldown_s=self.cooldown_s)
+        elif after == CLOSED:
             _log.info("cache_recovered", backend=self.name, errors=self.errors, skipped=self.skipped)
-        self._consecutive = 0
-        self._open_until = None
 
     def _on_failure(self, op: str, exc: BaseException) -> None:
         self.errors += 1
@@ -450,10 +450,6 @@ class FailOpenCache:
                 errors=self.errors,
                 consecutive=self._consecutive,
             )
-        if self._consecutive >= self.failure_threshold:
-            if self._open_until is None:
-                _log.warning("cache_circuit_open", backend=self.name, cooldown_s=self.cooldown_s)
-            self._open_until = self._clock() + self.cooldown_s
 
 
 def build_cache(

@@ -2,6 +2,10 @@
 
 Engines know nothing about tokens or pixels (that is the encoders' job), so the same pre/post
 code serves Triton and in-process ONNX Runtime, and tests swap engines, not mocks.
+
+The wrappers around an engine (`guarded.GuardedEngine`: circuit breakers; `instrumented.InstrumentedEngine`:
+metrics) subclass this protocol and write out every method, so a reader and a type checker see the
+whole interface; nothing reaches the wrapped engine by attribute forwarding.
 """
 
 from __future__ import annotations

@@ -1,23 +1,21 @@
 """Prometheus metrics of the façade: HTTP, encoders, store, caches. Names are the README's contract.
 
+The registry only: the wrappers that feed it sit with what they observe (the encoder engine's in
+`service/encoders/instrumented.py`), so this module imports nothing of the service above the platform.
+
 One registry per app (not prometheus_client's global one), so tests and embedded uses can build
 several apps in one process. A pod runs one uvicorn process, so no multiprocess mode is needed.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
 from service import __version__
-from service.domain.manifest import split_ref
-from service.encoders.base import InferenceEngine
-from service.platform.errors import DependencyUnavailable
 
 # Around the PRD's SLA targets (100/150/300/400 ms) so their percentiles are read off real bucket edges.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
@@ -103,41 +101,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class InstrumentedEngine:
-    """Wraps any engine: same interface, every call timed and counted per model."""
-
-    def __init__(self, engine: InferenceEngine, metrics: Metrics) -> None:
-        self.inner = engine
-        self.metrics = metrics
-        self.name = engine.name
-
-    async def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
-    ) -> dict[str, np.ndarray]:
-        started = time.perf_counter()
-        role, version = split_ref(model)
-        tag = str(version or "")
-        try:
-            result = await self.inner.infer(model, inputs, outputs)
-        except DependencyUnavailable as exc:
-            self.metrics.encoder_errors.labels(self.name, role, tag, exc.code).inc()
-            raise
-        finally:
-            self.metrics.encoder_duration.labels(self.name, role, tag).observe(time.perf_counter() - started)
-        rows = next(iter(inputs.values())).shape[0] if inputs else 0
-        self.metrics.encoder_batch.labels(self.name, role, tag).observe(rows)
-        return result
-
-    async def model_ready(self, model: str) -> bool:
-        return await self.inner.model_ready(model)
-
-    def max_batch_size(self, model: str) -> int:
-        return self.inner.max_batch_size(model)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    def __getattr__(self, name: str):  # engine-specific extras (e.g. Triton's refresh_model_info)
-        return getattr(self.inner, name)
