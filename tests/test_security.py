@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from litestar.testing import AsyncTestClient
-from litestar.testing.transport import TestClientTransport
+from litestar.testing import transport as test_transport
 
 from service.app import create_app
 from service.catalogue.ingest import ingest
@@ -253,14 +253,14 @@ REMOTE_PEER = "203.0.113.7"  # TEST-NET-3: an address that is certainly not this
 @pytest.fixture
 def remote_client(monkeypatch):
     """Requests of Litestar's test client arrive from REMOTE_PEER instead of this machine."""
-    parse = TestClientTransport.parse_request
+    parse = test_transport.TestClientTransport.parse_request
 
     def from_remote(self, request):
         scope = parse(self, request)
         scope["client"] = (REMOTE_PEER, 50000)
         return scope
 
-    monkeypatch.setattr(TestClientTransport, "parse_request", from_remote)
+    monkeypatch.setattr(test_transport.TestClientTransport, "parse_request", from_remote)
 
 
 def test_only_a_loopback_peer_that_relays_for_nobody_is_local():
