@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
 from service.admin.operations import AdminService
 from service.api.admin_routes import AdminController, provide_admin
 from service.api.caller import provide_caller
 from service.api.errors import EXCEPTION_HANDLERS
-from service.api.openapi_security import document_security
+from service.api.observe import Observer
+from service.api.openapi_security import declare, guard_answers, security_components, security_requirement
 from service.api.search_routes import SearchController
 from service.api.similarity_routes import SimilarityController
-from service.api.strict import strict_json_body
+from service.api.strict import StrictBody
 from service.api.system_routes import health, prometheus_metrics, service_info
 from service.catalogue.reindex import Reindexer
 from service.encoders.base import InferenceEngine
@@ -33,52 +32,13 @@ from service.runtime import build_runtime
 from service.search.search_service import SearchService
 from service.search.similarity import SimilarityService
 from service.security.auth import ApiKeyConfigError, KeyRing
-from service.security.middleware import SecurityPolicy, gate, parse_networks
+from service.security.guards import limit_rate
+from service.security.middleware import authentication
+from service.security.policy import SecurityPolicy, parse_networks
 from service.security.ratelimit import Limit, build_buckets
 from service.settings import Settings, SettingsError, load_settings
 
 log = get_logger("service.http")
-
-
-def observe(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
-    """Middleware: one JSON log line and the HTTP metrics per request, labelled by route template."""
-
-    def middleware_factory(app: ASGIApp) -> ASGIApp:
-        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
-                await app(scope, receive, send)
-                return
-            started = time.perf_counter()
-            status = 500
-
-            async def capture(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
-            metrics.in_flight.inc()
-            try:
-                await app(scope, receive, capture)
-            finally:
-                metrics.in_flight.dec()
-                elapsed = time.perf_counter() - started
-                # Unmatched paths share one label: a scanner must not create a time series per URL.
-                route = scope.get("path_template") or "unmatched"
-                metrics.requests.labels(scope["method"], route, str(status)).inc()
-                metrics.request_duration.labels(scope["method"], route).observe(elapsed)
-                log.info(
-                    "request",
-                    method=scope["method"],
-                    path=scope["path"],
-                    route=route,
-                    status=status,
-                    duration_ms=round(elapsed * 1000, 3),
-                )
-
-        return middleware
-
-    return middleware_factory
 
 
 def provide_search(state: State) -> SearchService:
@@ -125,15 +85,9 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
             await policy.buckets.close()
             log.info("stopped")
 
-    app = Litestar(
-        route_handlers=[
-            service_info,
-            health,
-            prometheus_metrics,
-            SearchController,
-            SimilarityController,
-            AdminController,
-        ],
+    observer = Observer(metrics)
+    return Litestar(
+        route_handlers=routes(policy),
         lifespan=[lifespan],
         dependencies={
             "search": Provide(provide_search, sync_to_thread=False),
@@ -141,26 +95,68 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
             "admin": Provide(provide_admin, sync_to_thread=False),
             "caller": Provide(provide_caller, sync_to_thread=False),
         },
+        # Observe first: its clock and status include the refusals of the guards behind it.
+        middleware=[observer.middleware(), authentication(policy)],
+        # The router answers unknown paths before any middleware: this hook counts and logs those.
+        before_send=[observer.before_send],
         request_max_body_size=settings.request_max_body_bytes,
-        before_request=strict_json_body,
+        dto=StrictBody,
+        return_dto=None,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(
             title="Anime Vector Service",
             version=__version__,
             description="Search anime by text, picture or both; recommend similar anime.",
             path="/docs",
+            components=security_components(policy),
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+            # The document is public, and limited per address like every route but the probes.
+            openapi_router=Router(
+                "/docs",
+                route_handlers=[],
+                guards=[limit_rate(None)],
+                include_in_schema=False,
+                dto=None,
+                return_dto=None,
+            ),
         ),
         logging_config=None,
-        state=State({"metrics": metrics}),
+        state=State({"metrics": metrics, "security": policy}),
     )
-    # Around the whole router, not as app middleware: Litestar runs middleware only for matched
-    # routes, and 404/405 answers must be logged and counted too (its OpenTelemetry plugin hooks
-    # in at the same place).
-    app.asgi_handler = observe(metrics)(gate(policy)(app.asgi_handler))
-    # The gate is outside the router, so its keys and answers are added to the generated document.
-    document_security(app.openapi_schema, policy)
-    return app
+
+
+def routes(policy: SecurityPolicy) -> list[Router]:
+    """The routes, each declaring the security requirement and the refusals of its guards under
+    this configuration (the guards themselves are declared with the routes)."""
+    requirement = security_requirement(policy)
+    health_role = None if policy.public_health else "search"
+    metrics_role = None if policy.public_metrics else "search"
+    return [
+        Router("/", route_handlers=[declare(service_info, guard_answers(policy, None, limited=True))]),
+        Router(
+            "/",
+            route_handlers=[declare(health, guard_answers(policy, health_role, limited=False))],
+            security=requirement if health_role else None,
+        ),
+        Router(
+            "/",
+            route_handlers=[declare(prometheus_metrics, guard_answers(policy, metrics_role, limited=False))],
+            security=requirement if metrics_role else None,
+        ),
+        Router(
+            "/",
+            route_handlers=[
+                declare(SearchController, guard_answers(policy, "search", limited=True)),
+                declare(SimilarityController, guard_answers(policy, "search", limited=True)),
+            ],
+            security=requirement,
+        ),
+        Router(
+            "/",
+            route_handlers=[declare(AdminController, guard_answers(policy, "admin", limited=True))],
+            security=requirement,
+        ),
+    ]
 
 
 def security_policy(settings: Settings) -> SecurityPolicy:
@@ -181,6 +177,7 @@ def security_policy(settings: Settings) -> SecurityPolicy:
         raise SettingsError(f"invalid environment variable TRUSTED_PROXIES: {exc}") from exc
     return SecurityPolicy(
         keys=keys,
+        admin_remote_without_keys=settings.admin_allow_remote_without_keys,
         buckets=build_buckets(settings.redis_url),
         search_limit=limits["rate_limit_search"],
         admin_limit=limits["rate_limit_admin"],

@@ -86,6 +86,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     rate_limit_admin: str | None = None
     rate_limit_ip: str | None = None
     trusted_proxies: str | None = None
+    # With no API keys, admin routes answer loopback clients only; true opens them to the network.
+    admin_allow_remote_without_keys: bool = False
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
 

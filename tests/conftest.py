@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from litestar import Litestar
 
 from export.clip_export import export_clip
 from export.text_export import export_text
@@ -47,6 +48,28 @@ REAL_INDEX_ANIME = (
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# In-process test clients (Litestar's and schemathesis') put the made-up peer "testclient" in the
+# ASGI scope. Admin routes without API keys answer loopback clients only, so the suite says where
+# its clients are: on this machine. IPv6's loopback, so that a test trusting 127.0.0.0/8 as its
+# proxies still sees an untrusted peer. Real sockets never report "testclient"; they are untouched,
+# and a test that needs a remote client sets another peer itself.
+TEST_CLIENT_PEER = "::1"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def test_clients_are_on_this_machine() -> Iterator[None]:
+    serve = Litestar.__call__
+
+    async def call(self: Litestar, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        client = scope.get("client")
+        if client and client[0] == "testclient":
+            scope["client"] = (TEST_CLIENT_PEER, client[1])
+        await serve(self, scope, receive, send)
+
+    Litestar.__call__ = call  # type: ignore[method-assign]
+    yield
+    Litestar.__call__ = serve  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="session")

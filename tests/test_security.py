@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from litestar.testing import AsyncTestClient
+from litestar.testing import transport as test_transport
 
 from service.app import create_app
 from service.catalogue.ingest import ingest
@@ -20,11 +21,11 @@ from service.platform.logs import configure_logging
 from service.runtime import build_runtime
 from service.security.__main__ import main as keys_cli
 from service.security.auth import KeyRing, new_key
-from service.security.middleware import SecurityPolicy, parse_networks
+from service.security.policy import SecurityPolicy, is_loopback_client, parse_networks
 from service.security.ratelimit import MemoryBuckets
 from service.settings import SettingsError, load_settings
 from service.triton_local.launcher import free_port
-from tests.conftest import copy_index
+from tests.conftest import TEST_CLIENT_PEER, copy_index
 from tests.processes import start_service, stop
 
 ADMIN_KEY, ADMIN_ENTRY = new_key("ops", "admin")
@@ -244,6 +245,97 @@ async def test_rate_limits_are_shared_by_replicas_through_redis(
             response = await client.get("/api/v1/search/by-id/x", headers=bearer(ADMIN_KEY))
             codes.append(response.status_code)
         assert codes[:4] == [404] * 4 and codes[4:] == [429, 429]
+
+
+REMOTE_PEER = "203.0.113.7"  # TEST-NET-3: an address that is certainly not this machine
+
+
+@pytest.fixture
+def remote_client(monkeypatch):
+    """Requests of Litestar's test client arrive from REMOTE_PEER instead of this machine."""
+    parse = test_transport.TestClientTransport.parse_request
+
+    def from_remote(self, request):
+        scope = parse(self, request)
+        scope["client"] = (REMOTE_PEER, 50000)
+        return scope
+
+    monkeypatch.setattr(test_transport.TestClientTransport, "parse_request", from_remote)
+
+
+def test_only_a_loopback_peer_that_relays_for_nobody_is_local():
+    def scope(peer: str, *headers: tuple[bytes, bytes]) -> dict:
+        return {"client": (peer, 1234), "headers": list(headers)}
+
+    for local in ("127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1", TEST_CLIENT_PEER):
+        assert is_loopback_client(scope(local)), local
+    for remote in ("10.0.0.1", "192.168.1.20", REMOTE_PEER, "::ffff:10.0.0.1", "2001:db8::1", "0.0.0.0"):
+        assert not is_loopback_client(scope(remote)), remote
+    # Names are not addresses: the in-process test client's made-up peer is not local by itself.
+    assert not is_loopback_client(scope("testclient"))
+    assert not is_loopback_client({"headers": []})
+    # A proxy on this machine relays remote clients: what it relays is never local.
+    for header in (b"x-forwarded-for", b"forwarded", b"x-real-ip"):
+        assert not is_loopback_client(scope("127.0.0.1", (header, b"198.51.100.1")))
+
+
+async def test_without_keys_admin_routes_answer_a_client_on_this_machine(real_repository, index, tmp_path):
+    # A copy: every admin route is called, reindex and delete included.
+    folder = copy_index(index, tmp_path / "index")
+    async with AsyncTestClient(create_app(_settings(real_repository, folder))) as client:
+        for method, path in _admin_routes(client.app):
+            body = {"json": {}} if method == "POST" else {}
+            response = await client.request(method, path, **body)
+            assert response.status_code not in (401, 403), (method, path, response.text)
+
+
+async def test_without_keys_admin_routes_refuse_a_remote_client_and_say_how_to_open_them(
+    real_repository, index, remote_client
+):
+    async with AsyncTestClient(create_app(_settings(real_repository, index))) as client:
+        routes = _admin_routes(client.app)
+        assert len(routes) >= 10
+        for method, path in routes:
+            body = {"json": {}} if method == "POST" else {}
+            response = await client.request(method, path, **body)
+            assert response.status_code == 403, (method, path)
+            error = response.json()["error"]
+            assert error["code"] == "admin_loopback_only"
+            assert "ADMIN_ALLOW_REMOTE_WITHOUT_KEYS=true" in error["message"]
+            assert "API_KEYS" in error["message"]
+            assert error["details"]["enable"] == ["API_KEYS", "ADMIN_ALLOW_REMOTE_WITHOUT_KEYS=true"]
+        # Unknown admin paths refuse the same way; reads stay open to everyone.
+        assert (await client.get("/api/v1/admin/nowhere")).json()["error"]["code"] == "admin_loopback_only"
+        assert (await client.post("/api/v1/search", json={"query": "robots"})).status_code == 200
+        assert (await client.get("/health")).status_code == 200
+        document = (await client.get("/docs/openapi.json")).json()
+    stats = document["paths"]["/api/v1/admin/stats"]["get"]
+    assert "403" in stats["responses"] and "security" not in stats
+
+
+async def test_without_keys_a_request_relayed_by_a_local_proxy_is_not_local(real_repository, index):
+    async with AsyncTestClient(create_app(_settings(real_repository, index))) as client:
+        relayed = await client.get("/api/v1/admin/stats", headers={"x-forwarded-for": REMOTE_PEER})
+        assert relayed.status_code == 403 and relayed.json()["error"]["code"] == "admin_loopback_only"
+        assert (await client.get("/api/v1/admin/stats")).status_code == 200
+
+
+async def test_admin_allow_remote_without_keys_opens_admin_routes_to_the_network(
+    real_repository, index, remote_client
+):
+    assert load_settings({"ADMIN_ALLOW_REMOTE_WITHOUT_KEYS": "true"}).admin_allow_remote_without_keys
+    settings = _settings(real_repository, index, admin_allow_remote_without_keys=True)
+    async with AsyncTestClient(create_app(settings)) as client:
+        assert (await client.get("/api/v1/admin/stats")).status_code == 200
+        document = (await client.get("/docs/openapi.json")).json()
+    assert "403" not in document["paths"]["/api/v1/admin/stats"]["get"]["responses"]
+
+
+async def test_with_keys_a_remote_admin_key_is_let_in(real_repository, index, remote_client):
+    """Keys replace the loopback rule: an admin key works from anywhere."""
+    async with AsyncTestClient(create_app(_settings(real_repository, index, api_keys=KEYS))) as client:
+        assert (await client.get("/api/v1/admin/stats", headers=bearer(ADMIN_KEY))).status_code == 200
+        assert (await client.get("/api/v1/admin/stats")).status_code == 401
 
 
 async def test_hostile_text_is_refused_or_neutralised_and_logs_stay_one_json_object(secured, capfd):

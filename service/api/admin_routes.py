@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
+from litestar.types import Guard
 
 from service.admin import versions
 from service.admin.operations import AdminService
@@ -17,6 +18,7 @@ from service.admin.versions import PromotionView, TextVersionsView
 from service.api.errors import error_responses
 from service.api.search_routes import AnimeIdPath
 from service.schemas import DeleteResponse, ReindexJobView, ReindexRequest, UpsertRequest, UpsertResponse
+from service.security.guards import limit_rate, requires_role
 
 
 def provide_admin(state: State) -> AdminService:
@@ -37,6 +39,8 @@ class PromoteRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class AdminController(Controller):
     path = "/api/v1/admin"
     tags: ClassVar[list[str]] = ["admin"]
+    # An admin key; without keys configured, a client on this machine (ADMIN_ALLOW_REMOTE_WITHOUT_KEYS).
+    guards: ClassVar[list[Guard]] = [requires_role("admin"), limit_rate("admin")]
 
     @post(
         "/vectors/upsert",

@@ -9,13 +9,20 @@ from typing import Any
 
 import msgspec
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, NotFoundException, SerializationException, ValidationException
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    SerializationException,
+    ValidationException,
+)
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from service.platform.errors import ServiceError
 from service.platform.logs import get_logger
 from service.schemas import ErrorBody, ErrorResponse
+from service.security.guards import authorize
 
 log = get_logger("service.platform.errors")
 
@@ -76,6 +83,23 @@ def _http_error(_: Request, exc: HTTPException) -> Response:
     return error_response(exc.status_code, code, exc.detail, details, getattr(exc, "headers", None))
 
 
+def _unrouted(request: Request, exc: HTTPException) -> Response:
+    """404/405 from the router itself. No route means no guard ran, so the path's role is checked
+    here: an unknown /api/ path answers 401 to a caller without a key, like a known one, and does
+    not tell a stranger which paths exist."""
+    if "route_handler" not in request.scope:
+        policy = request.app.state.security
+        role = policy.required_role(request.scope["path"])
+        if role is not None:
+            try:
+                authorize(policy, request.scope, role)
+            except HTTPException as refusal:
+                return _http_error(request, refusal)
+            except ServiceError as refusal:
+                return _service_error(request, refusal)
+    return _http_error(request, exc)
+
+
 def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
     return error_response(
@@ -87,7 +111,8 @@ EXCEPTION_HANDLERS = {
     ServiceError: _service_error,
     msgspec.ValidationError: _msgspec_validation,
     ValidationException: _validation_error,
-    NotFoundException: _http_error,
+    NotFoundException: _unrouted,
+    MethodNotAllowedException: _unrouted,
     HTTPException: _http_error,
     Exception: _unexpected,
 }

@@ -1,66 +1,47 @@
-"""What the request gate enforces, declared in the OpenAPI document.
+"""What the guards enforce, declared through Litestar's own OpenAPI configuration.
 
-The gate (service/security/middleware.py) wraps the router, so Litestar's schema generation never sees
-it: without this, a client generated from `/docs/openapi.json` would know nothing of API keys, and a
-401, 403 or 429 would be an undocumented answer. The document follows the running configuration: no
-keys configured, no security requirement; no rate limit, no 429.
+The key schemes go into `OpenAPIConfig.components`, each protected router carries the `security`
+requirement, and each route declares the 401/403/429 answers its guards can give, all decided from the
+running configuration before the app is built: no keys configured, no security requirement (admin
+routes then document the 403 of the loopback-only default, unless remote access is allowed); no rate
+limit, no 429. A client generated from `/docs/openapi.json` knows every answer it can get.
 """
 
 from __future__ import annotations
 
+from copy import copy
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from litestar import Controller
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     Components,
-    OpenAPI,
     OpenAPIHeader,
-    OpenAPIMediaType,
     OpenAPIResponse,
     Operation,
-    Reference,
     Schema,
     SecurityScheme,
 )
 from litestar.openapi.spec.enums import OpenAPIType
 
-from service.security.middleware import SecurityPolicy, rate_limited
+from service.schemas import ErrorResponse
+from service.security.auth import Role
+from service.security.policy import SecurityPolicy
 
 BEARER = "bearerAuth"
 API_KEY_HEADER = "apiKeyHeader"
-_ERROR = Reference(ref="#/components/schemas/ErrorResponse")
+
+Routes = TypeVar("Routes", type[Controller], HTTPRouteHandler)
 
 
-def _error(description: str, *, retry_after: bool = False, challenge: bool = False) -> OpenAPIResponse:
-    headers: dict[str, OpenAPIHeader | Reference] = {}
-    if retry_after:
-        headers["Retry-After"] = OpenAPIHeader(
-            description="seconds until a request would be let through",
-            schema=Schema(type=OpenAPIType.INTEGER, minimum=1),
-            required=True,
-        )
-    if challenge:
-        headers["WWW-Authenticate"] = OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), required=True)
-    return OpenAPIResponse(
-        description=description,
-        content={"application/json": OpenAPIMediaType(schema=_ERROR)},
-        headers=headers or None,
-    )
-
-
-def _operations(schema: OpenAPI) -> list[tuple[str, Operation]]:
-    found = []
-    for path, item in (schema.paths or {}).items():
-        for method in ("get", "put", "post", "delete", "options", "head", "patch", "trace"):
-            operation = getattr(item, method, None)
-            if isinstance(operation, Operation):
-                found.append((path, operation))
-    return found
-
-
-def document_security(schema: OpenAPI, policy: SecurityPolicy) -> None:
-    """Add the key schemes, each operation's key requirement and its 401/403/429 answers to `schema`."""
-    if policy.keys.enabled:
-        components = schema.components if isinstance(schema.components, Components) else Components()
-        components.security_schemes = {
-            **(components.security_schemes or {}),
+def security_components(policy: SecurityPolicy) -> Components:
+    """`OpenAPIConfig.components`: the two ways to present a key, when keys are configured."""
+    if not policy.keys.enabled:
+        return Components()
+    return Components(
+        security_schemes={
             BEARER: SecurityScheme(
                 type="http", scheme="bearer", description="an API key: `Authorization: Bearer avs_...`"
             ),
@@ -68,17 +49,75 @@ def document_security(schema: OpenAPI, policy: SecurityPolicy) -> None:
                 type="apiKey", name="X-API-Key", security_scheme_in="header", description="the same key"
             ),
         }
-        schema.components = components
-    for path, operation in _operations(schema):
-        role = policy.required_role(path)
-        responses = operation.responses if operation.responses is not None else {}
-        if policy.keys.enabled and role is not None:
-            operation.security = [{BEARER: []}, {API_KEY_HEADER: []}]
-            responses["401"] = _error(
-                "unauthorized: no API key, or one that is not configured", challenge=True
-            )
-            if role == "admin":
-                responses["403"] = _error("forbidden: the key's role may not use admin routes")
-        if rate_limited(policy, path, role):
-            responses["429"] = _error("rate_limited: over this client's rate limit", retry_after=True)
-        operation.responses = responses
+    )
+
+
+def security_requirement(policy: SecurityPolicy) -> list[dict[str, list[str]]] | None:
+    """A protected router's `security=`: either scheme satisfies it; none when keys are off."""
+    return [{BEARER: []}, {API_KEY_HEADER: []}] if policy.keys.enabled else None
+
+
+def guard_answers(policy: SecurityPolicy, role: Role | None, *, limited: bool) -> dict[int, ResponseSpec]:
+    """The refusals a route's guards can give under this configuration."""
+    answers: dict[int, ResponseSpec] = {}
+    if policy.keys.enabled and role is not None:
+        answers[401] = _answer("unauthorized: no API key, or one that is not configured")
+        if role == "admin":
+            answers[403] = _answer("forbidden: the key's role may not use admin routes")
+    elif role == "admin" and policy.admin_loopback_only:
+        answers[403] = _answer(
+            "admin_loopback_only: no API keys are configured and the client is not on a loopback address"
+        )
+    if limited and (policy.ip_limit is not None or policy.role_limit(role) is not None):
+        answers[429] = _answer("rate_limited: over this client's rate limit")
+    return answers
+
+
+def declare(routes: Routes, answers: dict[int, ResponseSpec]) -> Routes:
+    """`routes` (a controller or one handler) with `answers` added to each operation's documented ones.
+
+    Handlers are copied, never changed: the module-level ones serve every app built in this process,
+    each under its own configuration.
+    """
+    if not answers:
+        return routes
+    if isinstance(routes, HTTPRouteHandler):
+        return _with_answers(routes, answers)
+    handlers = {
+        name: _with_answers(value, answers)
+        for name in dir(routes)
+        if isinstance(value := getattr(routes, name), HTTPRouteHandler)
+    }
+    return type(routes.__name__, (routes,), {**handlers, "__module__": routes.__module__})
+
+
+def _with_answers(handler: HTTPRouteHandler, answers: dict[int, ResponseSpec]) -> HTTPRouteHandler:
+    declared = copy(handler)
+    declared.responses = {**(handler.responses or {}), **answers}
+    declared.operation_class = GuardedOperation
+    return declared
+
+
+def _answer(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=ErrorResponse, description=description)
+
+
+@dataclass
+class GuardedOperation(Operation):
+    """An operation whose refusals name their headers: a 401 challenges, a 429 says when to retry
+    (a `ResponseSpec` describes a body, not headers)."""
+
+    def __post_init__(self) -> None:
+        for status, header, schema in (
+            ("401", "WWW-Authenticate", Schema(type=OpenAPIType.STRING)),
+            ("429", "Retry-After", Schema(type=OpenAPIType.INTEGER, minimum=1)),
+        ):
+            response: Any = (self.responses or {}).get(status)
+            if isinstance(response, OpenAPIResponse):
+                response.headers = {
+                    **(response.headers or {}),
+                    header: OpenAPIHeader(schema=schema, required=True, description=_HEADER_TEXT.get(header)),
+                }
+
+
+_HEADER_TEXT = {"Retry-After": "seconds until a request would be let through"}

@@ -7,6 +7,7 @@ from typing import Annotated, ClassVar
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
+from litestar.types import Guard
 
 from service.api.errors import error_responses
 from service.domain.rollout import Caller
@@ -18,6 +19,7 @@ from service.schemas import (
     SearchResponse,
 )
 from service.search.search_service import SearchService
+from service.security.guards import limit_rate, requires_role
 
 AnimeIdPath = Annotated[
     str,
@@ -30,6 +32,7 @@ AnimeIdPath = Annotated[
 class SearchController(Controller):
     path = "/api/v1/search"
     tags: ClassVar[list[str]] = ["search"]
+    guards: ClassVar[list[Guard]] = [requires_role("search"), limit_rate("search")]
 
     @post(
         "/",

@@ -8,6 +8,7 @@ import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.types import Guard
 
 from service.api.errors import error_responses
 from service.api.search_routes import AnimeIdPath
@@ -21,6 +22,7 @@ from service.schemas import (
     SimilarityResponse,
 )
 from service.search.similarity import SimilarityService
+from service.security.guards import limit_rate, requires_role
 
 LimitQuery = Annotated[int, QueryParameter(ge=1, le=100, description="How many results (1..100).")]
 YearQuery = Annotated[int | None, QueryParameter(ge=1900, le=2100)]
@@ -42,6 +44,7 @@ def _filters(
 class SimilarityController(Controller):
     path = "/api/v1/similarity"
     tags: ClassVar[list[str]] = ["similarity"]
+    guards: ClassVar[list[Guard]] = [requires_role("search"), limit_rate("search")]
 
     @get(
         "/{kind:str}/{anime_id:str}",

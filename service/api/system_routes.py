@@ -18,9 +18,15 @@ from service.schemas import (
     ReferenceParityInfo,
     ServiceInfo,
 )
+from service.security.guards import limit_rate, requires_role_unless_public
 
 
-@get("/", tags=["system"], summary="Service info: version, engine, store and the models behind each role")
+@get(
+    "/",
+    tags=["system"],
+    summary="Service info: version, engine, store and the models behind each role",
+    guards=[limit_rate(None)],
+)
 async def service_info(state: State) -> ServiceInfo:
     runtime: Runtime = state.runtime
     rollout = await runtime.current_rollout()
@@ -75,6 +81,7 @@ async def service_info(state: State) -> ServiceInfo:
     tags=["system"],
     summary="Dependency health: ok, degraded (a model is down; named in components) or down (store; 503)",
     responses={503: ResponseSpec(data_container=HealthResponse, description="a required dependency is down")},
+    guards=[requires_role_unless_public("health")],  # probes are never rate limited
 )
 async def health(state: State) -> Response[HealthResponse]:
     report = await check_health(state.runtime)
@@ -86,6 +93,7 @@ async def health(state: State) -> Response[HealthResponse]:
     tags=["system"],
     summary="Prometheus metrics (text exposition format)",
     media_type=CONTENT_TYPE,
+    guards=[requires_role_unless_public("metrics")],
 )
 async def prometheus_metrics(state: State) -> Response[bytes]:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE)
