@@ -109,13 +109,14 @@ class Collection:
 
     async def live(self) -> str | None:
         """The collection behind the alias, without checking its schema (reindex reads any)."""
-        client = self._backend.client
-        aliases = await self._guard.call(client.get_aliases(), "listing aliases")
+        aliases = await self._guard.call(self._backend.client.get_aliases(), "listing aliases")
         for alias in aliases.aliases:
             if alias.alias_name == self.alias:
                 return alias.collection_name
         # A plain collection named like the alias (e.g. created by hand) is used as is.
-        exists = await self._guard.call(client.collection_exists(self.alias), "checking collection")
+        exists = await self._guard.call(
+            self._backend.client.collection_exists(self.alias), "checking collection"
+        )
         return self.alias if exists else None
 
     def new_name(self) -> str:
@@ -146,9 +147,8 @@ class Collection:
 
     async def create(self, name: str, schema: VectorSchema, params: IndexParams) -> None:
         local = self._backend.is_local
-        client = self._backend.client
         await self._guard.call(
-            client.create_collection(
+            self._backend.client.create_collection(
                 collection_name=name,
                 vectors_config=schema_check.vectors_config(schema),
                 sparse_vectors_config=schema_check.sparse_vectors_config(schema),
@@ -164,7 +164,9 @@ class Collection:
             # Local mode has no payload indexes (it scans); a server needs them for fast filters.
             for key, field_schema in PAYLOAD_INDEXES.items():
                 await self._guard.call(
-                    client.create_payload_index(name, key, field_schema=field_schema, wait=True),
+                    self._backend.client.create_payload_index(
+                        name, key, field_schema=field_schema, wait=True
+                    ),
                     "create payload index",
                 )
 

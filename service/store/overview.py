@@ -88,14 +88,15 @@ class Overview:
         for name in [*schema.dense, *schema.sparse]:
             condition = models.Filter(must=[models.HasVectorCondition(has_vector=name)])
             per_vector[name] = await self._reads.count(count_filter=condition)
-        client = self._backend.client
         facet = await self._guard.call(
-            client.facet(alias, key="model_version", limit=100, exact=True), "facet"
+            self._backend.client.facet(alias, key="model_version", limit=100, exact=True), "facet"
         )
         if self._backend.is_local:
             indexes: dict[str, Any] | str = "local mode keeps no payload indexes (it scans)"
         else:
-            info = await self._guard.call(client.get_collection(collection or alias), "reading collection")
+            info = await self._guard.call(
+                self._backend.client.get_collection(collection or alias), "reading collection"
+            )
             indexes = {
                 key: {"type": str(field.data_type.value), "points": field.points}
                 for key, field in (info.payload_schema or {}).items()

@@ -59,8 +59,9 @@ class Writes:
         if not live:
             return
         shadow = self._dual.target  # before the live write: see DualWrites.target
-        client = self._backend.client
-        await self._guard.call(client.upsert(self._collection.alias, points=live, wait=True), "upsert")
+        await self._guard.call(
+            self._backend.client.upsert(self._collection.alias, points=live, wait=True), "upsert"
+        )
         if shadow is not None:
             # The new collection has every served version's vectors, the live one perhaps not yet.
             full = structs(points)
