@@ -360,9 +360,9 @@ async def build_runtime(
         timeout_s=settings.qdrant_timeout_s,
         params=settings.index_params(),
         embedded_engine=settings.qdrant_embedded_engine,
+        breakers=breakers,
+        observer=metrics.observe_store,
     )
-    store.observer = metrics.observe_store
-    store.breakers = breakers
     cache = SearchCache(
         build_cache(
             settings.redis_url, max_entries=settings.cache_max_entries, max_bytes=settings.cache_max_bytes

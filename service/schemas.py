@@ -8,9 +8,10 @@ import msgspec
 
 from service.domain.documents import AnimeId, AnimeStatus, AnimeType, ImageData, Season
 
-GenreName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+# Filters are what the store turns into Qdrant conditions, so their struct lives with that translation.
+from service.store.filters import SearchFilters
+
 Limit = Annotated[int, msgspec.Meta(ge=1, le=100, description="How many results to return (1..100).")]
-Year = Annotated[int, msgspec.Meta(ge=1900, le=2100)]
 ScoreThreshold = Annotated[
     float,
     msgspec.Meta(
@@ -21,20 +22,6 @@ ScoreThreshold = Annotated[
         "applies to each vector's own similarity, before fusion.",
     ),
 ]
-
-
-class SearchFilters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    genres: (
-        Annotated[list[GenreName], msgspec.Meta(max_length=20, description="Any of these genres.")] | None
-    ) = None
-    year_min: Year | None = None
-    year_max: Year | None = None
-    type: AnimeType | Annotated[list[AnimeType], msgspec.Meta(max_length=8)] | None = None
-    status: AnimeStatus | Annotated[list[AnimeStatus], msgspec.Meta(max_length=4)] | None = None
-
-    def __post_init__(self) -> None:
-        if self.year_min is not None and self.year_max is not None and self.year_min > self.year_max:
-            raise ValueError("year_min must not exceed year_max")
 
 
 Query = Annotated[

@@ -287,11 +287,11 @@ async def test_a_snapshot_restore_invalidates_cached_answers_like_any_write():
         writes.append(1)
 
     store.on_write = on_write
-    store._ready = True
+    store.lifecycle.ready = True
     answer = await store.restore_snapshot("anime_1-2026.snapshot")
     assert answer["collection"] == "anime_1" and qdrant.recovered
     assert writes == [1]  # the answer cache's generation moves on
-    assert store._ready is False  # the restored collection's schema is checked again
+    assert store.lifecycle.ready is False  # the restored collection's schema is checked again
 
 
 # -- reindex ------------------------------------------------------------------------------------
@@ -374,7 +374,7 @@ async def test_reindex_under_search_load_loses_no_search_and_no_write(client, ba
     info = (await client.get("/api/v1/admin/collection/info")).json()
     assert info["collection"] != old_collection
     assert info["configured"]["hnsw_m"] == 32 and info["configured"]["quantization"] == "scalar"
-    assert old_collection not in [c.name for c in (await store._client.get_collections()).collections]
+    assert old_collection not in [c.name for c in (await store.backend.client.get_collections()).collections]
     assert (await stats(client))["points"] == SEED + 3 - 1
     assert (await client.get(f"/api/v1/search/by-id/{stale}")).json()["document"][
         "synopsis"

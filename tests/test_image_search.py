@@ -257,7 +257,7 @@ async def test_similarity_query_filters(client, picture_docs):
 
 async def test_batch_answers_each_id_once_in_order_with_one_store_query(client, picture_docs):
     runtime = client.app.state.runtime
-    qdrant = runtime.store._client
+    qdrant = runtime.store.backend.client
     calls = {"batch": 0, "single": 0}
     batch_query, single_query = qdrant.query_batch_points, qdrant.query_points
 

@@ -417,7 +417,7 @@ class Writer(threading.Thread):
 
 async def _swap_store_client(runtime, client):
     """Point the live store at another Qdrant endpoint; returns the one it replaces."""
-    previous, runtime.store._client = runtime.store._client, client
+    previous, runtime.store.backend.client = runtime.store.backend.client, client
     return previous
 
 

@@ -284,13 +284,13 @@ async def test_index_settings_reach_the_collection_and_outlive_a_restart_and_a_p
         load_settings({}, model_repository=tiny_repository, qdrant_path=folder, **tuned)
     )
     created: list[dict] = []
-    real_create = runtime.store._client.create_collection
+    real_create = runtime.store.backend.client.create_collection
 
     async def spy(*args, **kwargs):
         created.append(kwargs)
         return await real_create(*args, **kwargs)
 
-    runtime.store._client.create_collection = spy
+    runtime.store.backend.client.create_collection = spy
     try:
         await runtime.store.ensure_ready()
         info = await runtime.store.collection_info()
@@ -348,13 +348,13 @@ async def test_a_catalogue_sized_collection_is_scanned_exactly_and_a_larger_one_
     )
     runtime = await build_runtime(settings)
     sent: list[models.QueryRequest] = []
-    real_batch = runtime.store._client.query_batch_points
+    real_batch = runtime.store.backend.client.query_batch_points
 
     async def spy(*args, **kwargs):
         sent.extend(kwargs["requests"])
         return await real_batch(*args, **kwargs)
 
-    runtime.store._client.query_batch_points = spy
+    runtime.store.backend.client.query_batch_points = spy
     try:
         vector = (await runtime.text.encode(["giant robots"], kind="query")).dense[0].tolist()
         lexical = runtime.lexical.query("giant robots")

@@ -1,7 +1,7 @@
 """Rebuild the collection without downtime: new collection, fill it from the live one, swap the alias.
 
 Searches keep reading the live collection through the alias until one atomic alias update points
-it at the new one. Writes made meanwhile go to both (the store's shadow), and a catch-up pass re-copies
+it at the new one. Writes made meanwhile go to both (the store's dual writes), and a catch-up pass re-copies
 anything the live collection received from elsewhere (another replica) after the copy began.
 One job at a time; progress is readable while it runs.
 """
@@ -162,7 +162,7 @@ class Reindexer:
             if job.source is not None:
                 job.phase = "calibrating"
                 await self._calibrate(job, job.source, job.target)
-            store.shadow, store.shadow_touched = job.target, set()
+            store.start_dual_writes(job.target)
             if job.source is not None:
                 job.total = await store.count(job.source)
                 job.phase = "copying"
@@ -177,11 +177,7 @@ class Reindexer:
                             self.runtime, collection=job.target, calibration=calibration, model=model
                         )
             job.phase = "swapping alias"
-            async with store.shadow_lock:
-                # Under the lock no write is half-way between the two collections.
-                await store.point_alias(job.target)
-                store.shadow = None
-            store.params = job.params
+            await store.swap_to(job.target, job.params)
             if job.source is not None and job.source != store.alias and not job.keep_old:
                 job.phase = "dropping the old collection"
                 await store.drop_collection(job.source)
@@ -196,7 +192,7 @@ class Reindexer:
             log.error("reindex_failed", job_id=job.job_id, error=job.error)
             await self._abandon(job)
         finally:
-            store.shadow = None
+            store.stop_dual_writes()
             job.seconds = time.monotonic() - job._started
             job.finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -227,7 +223,7 @@ class Reindexer:
             await store.save_metadata(ROLLOUT_METADATA_KEY, rollout, target)
 
     async def _abandon(self, job: ReindexJob) -> None:
-        self.runtime.store.shadow = None
+        self.runtime.store.stop_dual_writes()
         if job.target is not None and job.target != await self._safe_live():
             try:
                 await self.runtime.store.drop_collection(job.target)
@@ -259,10 +255,8 @@ class Reindexer:
             for record in records:
                 job.copied_versions[record.anime_id] = record.payload.get("updated_at_ts")
             points = await self._points(job, records)
-            async with store.shadow_lock:
-                # Ids written directly to the new collection since the job began are newer than the copy.
-                fresh = [p for p in points if p.anime_id not in store.shadow_touched]
-                await store.write_to(target, fresh)
+            # Ids written directly to the new collection since the job began are newer: the store skips them.
+            await store.copy_into(target, points)
             copied += len(records)
             if scroll_filter is None:
                 job.copied = copied

@@ -17,6 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+# The rules the store's fusion shares with this one live low in the stack, where both can import them.
+from service.domain.fusion_rules import DEFAULT_RRF_K, dbsf_normalize
+
 __all__ = [
     "CONFIDENCE_POWER",
     "DEFAULT_RRF_K",
@@ -35,14 +38,7 @@ __all__ = [
 
 Method = Literal["weighted", "rrf", "dbsf"]
 
-# Cormack et al. (SIGIR 2009) found k=60 robust across collections. Qdrant defaults to k=2, which
-# lets a single list's top hit outrank a key that several modalities agree on (1/2 vs 1/4 + 1/5 for
-# positions 0 vs 2 and 3); multimodal search wants the agreement to win, hence the larger k.
-DEFAULT_RRF_K = 60.0
 QDRANT_DEFAULT_RRF_K = 2
-
-# Qdrant's DBSF maps mean ± 3 sample standard deviations onto [0, 1].
-_DBSF_SIGMAS = 3.0
 
 
 @dataclass(frozen=True)
@@ -80,24 +76,6 @@ def min_max(scores: Sequence[float]) -> list[float]:
     if high == low:
         return [1.0] * len(scores)
     return [(s - low) / (high - low) for s in scores]
-
-
-def dbsf_normalize(scores: Sequence[float]) -> list[float]:
-    """Qdrant's Distribution-Based Score Fusion normalisation: (s - (μ - 3σ)) / 6σ.
-
-    Matches Qdrant exactly: σ is the *sample* standard deviation (n - 1), a single score or σ = 0
-    gives 0.5 (no information about where the list sits), and the result is *not* clipped. For
-    n <= 10 no score can lie beyond 3σ anyway (max |z| = (n - 1)/√n); beyond that an outlier may
-    leave [0, 1] slightly, and clipping would tie two outliers and lose the very hit that stands out.
-    """
-    if len(scores) < 2:
-        return [0.5] * len(scores)
-    mean = math.fsum(scores) / len(scores)
-    sigma = math.sqrt(math.fsum((s - mean) ** 2 for s in scores) / (len(scores) - 1))
-    if sigma == 0.0:
-        return [0.5] * len(scores)
-    low = mean - _DBSF_SIGMAS * sigma
-    return [(s - low) / (2 * _DBSF_SIGMAS * sigma) for s in scores]
 
 
 def rrf_scores(n: int, k: float = DEFAULT_RRF_K) -> list[float]:

@@ -1,6 +1,11 @@
-"""The anime store over Qdrant: one interface, two backends (qdrant-edge in-process, or a Qdrant URL).
+"""The anime store: named vectors and documents in Qdrant, one collection behind an alias.
 
-Owns the collection (named vectors from `service.domain.vectors`, payload indexes, alias, metadata),
-filters, index parameters and the calls to Qdrant (guarded by timeouts and a breaker). Never imports
-HTTP schemas, encoders or use cases: callers hand it vectors and filters, it hands back scored points.
+Owns the client of whichever Qdrant is in use (a server, or the embedded qdrant-edge engine), the guard
+around every call (deadline, circuit breaker, metrics), the collection's lifecycle (creation, schema
+check, alias swap, metadata), searches and writes, a reindex's dual writes, the admin views and
+snapshots, and the translation of search filters into Qdrant conditions. `qdrant_store.AnimeStore` is
+the one object the rest of the service holds; how the parts fit is in that module's docstring.
+
+May import service.domain, service.platform and the sparse vector type of service.encoders; never
+the HTTP schemas, the API or the search use cases (their fusion rules come from service.domain).
 """

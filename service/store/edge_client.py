@@ -1,10 +1,11 @@
 """An asyncio Qdrant client over qdrant-edge: Qdrant's own engine (segments, HNSW, payload indexes,
 quantization, Query API, WAL) in-process, on a folder.
 
-It implements the subset of `qdrant_client.AsyncQdrantClient` that `AnimeStore` and the reindex use,
-with the same signatures, `qdrant_client.models` in and out, so the store runs unchanged on it — the
-shape of qdrant-client itself (one client API, local and remote implementations). qdrant-client's
-own local mode is a pure-Python exact scan; this is the engine a server runs, without the server.
+It implements the subset of `qdrant_client.AsyncQdrantClient` that the store uses (`QdrantApi` in
+service/store/backend.py), with the same signatures, `qdrant_client.models` in and out, so the store
+runs unchanged on it — the shape of qdrant-client itself (one client API, local and remote
+implementations). qdrant-client's own local mode is a pure-Python exact scan; this is the engine a
+server runs, without the server.
 
 Layout of the folder (one process owns it, see `EdgeQdrantClient.__init__`):
 

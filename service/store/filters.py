@@ -1,16 +1,37 @@
-"""API filters -> Qdrant filter conditions (pure).
+"""Search filters and their translation into Qdrant filter conditions (pure).
 
-User strings only ever become `MatchValue`/`MatchAny` values of fixed keys: no user text reaches a
-key name or a query language.
+The `SearchFilters` struct lives here rather than with the HTTP bodies (service/schemas.py re-exports
+it) so the store never imports the API's schemas. User strings only ever become `MatchValue`/`MatchAny`
+values of fixed keys: no user text reaches a key name or a query language.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
+import msgspec
 from qdrant_client import models
 
-from service.schemas import SearchFilters
+from service.domain.documents import AnimeStatus, AnimeType
+
+GenreName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Year = Annotated[int, msgspec.Meta(ge=1900, le=2100)]
+
+
+class SearchFilters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    genres: (
+        Annotated[list[GenreName], msgspec.Meta(max_length=20, description="Any of these genres.")] | None
+    ) = None
+    year_min: Year | None = None
+    year_max: Year | None = None
+    type: AnimeType | Annotated[list[AnimeType], msgspec.Meta(max_length=8)] | None = None
+    status: AnimeStatus | Annotated[list[AnimeStatus], msgspec.Meta(max_length=4)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.year_min is not None and self.year_max is not None and self.year_min > self.year_max:
+            raise ValueError("year_min must not exceed year_max")
+
 
 # Payload fields that get an index on a Qdrant server, and their schema.
 PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType] = {

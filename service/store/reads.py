@@ -1,0 +1,241 @@
+"""Searches and reads against the live collection (through the alias) or a named one.
+
+Nearest-neighbour queries go out as one batch per request (Qdrant's batch Query API); several lists
+fused into one ranking are fused inside Qdrant (prefetch + RRF or DBSF) with the rules the façade's
+fusion uses (service/domain/fusion_rules.py), except DBSF over a distance metric, which Qdrant gets
+wrong and is done here. Every score handed out is a similarity (service/store/query_requests.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from qdrant_client import models
+
+from service.domain.documents import point_id
+from service.domain.fusion_rules import DEFAULT_RRF_K, dbsf_normalize
+from service.domain.sparse import SparseVector
+from service.store.backend import Backend
+from service.store.collection import Collection
+from service.store.guard import StoreGuard
+from service.store.query_requests import RequestBuilder, at_least, both, hit
+from service.store.types import Hit, StoredRecord, VectorQuery, from_qdrant_vector
+
+RRF_K = int(DEFAULT_RRF_K)
+# How stale the collection size behind the exact-or-graph choice may be: a count per few seconds.
+SIZE_RECHECK_S = 5.0
+
+
+def _record(record: models.Record, anime_id: str) -> StoredRecord:
+    vectors = record.vector if isinstance(record.vector, dict) else {}
+    return StoredRecord(
+        anime_id=anime_id,
+        payload=record.payload or {},
+        vectors={name: from_qdrant_vector(v) for name, v in vectors.items()},
+    )
+
+
+class Reads:
+    def __init__(self, backend: Backend, guard: StoreGuard, collection: Collection) -> None:
+        self._backend = backend
+        self._guard = guard
+        self._collection = collection
+        self._requests = RequestBuilder(collection.schema)
+        self._size: tuple[float, int] | None = None  # (when counted, points): see _query_params
+
+    async def _query_params(self) -> models.SearchParams | None:
+        """The search params of the next queries: exact for a catalogue-sized collection
+        (IndexParams.exact_search_up_to), whose size is re-estimated at most every SIZE_RECHECK_S."""
+        if self._backend.is_local:  # local mode scans exactly anyway, and warns about params it ignores
+            return None
+        now = time.monotonic()
+        if self._size is None or now - self._size[0] > SIZE_RECHECK_S:
+            counted = await self._guard.call(
+                self._backend.client.count(self._collection.alias, exact=False), "count"
+            )
+            self._size = (now, int(counted.count))
+        return self._collection.params.search_params(self._size[1])
+
+    async def search_many(self, queries: Sequence[VectorQuery], *, payload: bool = True) -> list[list[Hit]]:
+        """Several nearest-neighbour queries in one round trip (Qdrant's batch query API).
+
+        `payload=False` brings back only each hit's `anime_id`: candidate lists that are fused before
+        anything is shown need no documents, and copying them is most of a query's cost.
+        """
+        await self._collection.ensure_ready()
+        if not queries:
+            return []
+        params = await self._query_params()
+        requests = [self._requests.request(q, payload, params) for q in queries]
+        responses = await self._guard.call(
+            self._backend.client.query_batch_points(self._collection.alias, requests=requests),
+            "batch search",
+        )
+        return [
+            at_least(
+                [hit(p, self._requests.is_distance(q.using)) for p in response.points], q.score_threshold
+            )
+            for q, response in zip(queries, responses, strict=True)
+        ]
+
+    async def search(
+        self,
+        vector_name: str,
+        query: Sequence[float] | SparseVector,
+        *,
+        limit: int,
+        query_filter: models.Filter | None = None,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
+        (hits,) = await self.search_many(
+            [VectorQuery(vector_name, query, limit, query_filter, score_threshold)]
+        )
+        return hits
+
+    async def search_fused(
+        self,
+        queries: Sequence[VectorQuery],
+        *,
+        fusion: str,
+        limit: int,
+        query_filter: models.Filter | None = None,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
+        """Fuse several named-vector queries inside Qdrant (Query API: prefetch + RRF or DBSF).
+
+        `score_threshold` is a similarity each list's matches must reach, applied before fusion (as
+        for similarity): a fused RRF score (~0.03) is no scale a client can set a threshold on.
+        """
+        await self._collection.ensure_ready()
+        if len(queries) == 1:
+            q = queries[0]
+            (hits,) = await self.search_many(
+                [
+                    VectorQuery(
+                        q.using,
+                        q.vector,
+                        limit,
+                        both(q.query_filter, query_filter),
+                        score_threshold,
+                        q.penalty,
+                    )
+                ]
+            )
+            return hits
+        if fusion == "dbsf" and any(self._requests.is_distance(q.using) for q in queries):
+            # DBSF normalises raw scores as if higher were better, so on distances it ranks the farthest
+            # first (qdrant-client local mode and the server alike: qdrant/qdrant#10611).
+            return await self._dbsf_here(queries, limit, query_filter, score_threshold)
+        params = await self._query_params()
+        prefetch = [self._requests.prefetch(q, score_threshold, params) for q in queries]
+        # k=60 like the façade's fusion (service/domain/fusion_rules.py), not Qdrant's default 2:
+        # agreement between lists should beat a single list's top hit, and both paths must rank alike.
+        query: Any = (
+            models.RrfQuery(rrf=models.Rrf(k=RRF_K))
+            if fusion == "rrf"
+            else models.FusionQuery(fusion=models.Fusion.DBSF)
+        )
+        response = await self._guard.call(
+            self._backend.client.query_points(
+                self._collection.alias,
+                prefetch=prefetch,
+                query=query,
+                limit=limit,
+                query_filter=query_filter,
+                with_payload=True,
+            ),
+            "fused search",
+        )
+        return [hit(p) for p in response.points]
+
+    async def _dbsf_here(
+        self,
+        queries: Sequence[VectorQuery],
+        limit: int,
+        query_filter: models.Filter | None,
+        score_threshold: float | None,
+    ) -> list[Hit]:
+        """Qdrant's DBSF (sum of per-list mean ± 3σ normalised scores), over our similarity scores."""
+        lists = await self.search_many(
+            [
+                VectorQuery(
+                    q.using, q.vector, q.limit, both(q.query_filter, query_filter), score_threshold, q.penalty
+                )
+                for q in queries
+            ]
+        )
+        totals: dict[str, float] = {}
+        first: dict[str, Hit] = {}
+        for hits in lists:
+            for found, value in zip(hits, dbsf_normalize([h.score for h in hits]), strict=True):
+                totals[found.anime_id] = totals.get(found.anime_id, 0.0) + value
+                first.setdefault(found.anime_id, found)
+        ranked = sorted(totals, key=lambda anime_id: -totals[anime_id])
+        return [Hit(anime_id=a, score=totals[a], payload=first[a].payload) for a in ranked[:limit]]
+
+    async def get_many(self, anime_ids: Sequence[str], with_vectors: bool = True) -> dict[str, StoredRecord]:
+        """Records of the ids that exist (one round trip); absent ids are simply missing."""
+        await self._collection.ensure_ready()
+        if not anime_ids:
+            return {}
+        wanted = {point_id(a): a for a in anime_ids}
+        records = await self._guard.call(
+            self._backend.client.retrieve(
+                self._collection.alias, ids=list(wanted), with_payload=True, with_vectors=with_vectors
+            ),
+            "retrieve",
+        )
+        found: dict[str, StoredRecord] = {}
+        for record in records:
+            anime_id = wanted.get(str(record.id), str((record.payload or {}).get("anime_id")))
+            found[anime_id] = _record(record, anime_id)
+        return found
+
+    async def get(self, anime_id: str) -> Hit | None:
+        record = (await self.get_many([anime_id])).get(anime_id)
+        if record is None:
+            return None
+        return Hit(anime_id=anime_id, score=1.0, payload=record.payload, vectors=sorted(record.vectors))
+
+    async def existing_ids(self, anime_ids: Sequence[str]) -> set[str]:
+        return set(await self.get_many(anime_ids, with_vectors=False))
+
+    async def scroll(
+        self,
+        collection: str,
+        *,
+        limit: int,
+        offset: Any = None,
+        with_vectors: bool | Sequence[str] = True,
+        scroll_filter: models.Filter | None = None,
+    ) -> tuple[list[StoredRecord], Any]:
+        """One page of a collection in id order; the returned offset is None after the last page."""
+        records, next_offset = await self._guard.call(
+            self._backend.client.scroll(
+                collection,
+                limit=limit,
+                offset=offset,
+                with_payload=True,
+                with_vectors=with_vectors if isinstance(with_vectors, bool) else list(with_vectors),
+                scroll_filter=scroll_filter,
+            ),
+            "scroll",
+        )
+        out = [_record(r, str((r.payload or {}).get("anime_id", r.id))) for r in records]
+        return out, next_offset
+
+    async def count(self, collection: str | None = None, count_filter: models.Filter | None = None) -> int:
+        if collection is None:
+            await self._collection.ensure_ready()
+        result = await self._guard.call(
+            self._backend.client.count(
+                collection or self._collection.alias, count_filter=count_filter, exact=True
+            ),
+            "count",
+        )
+        return int(result.count)
+
+    async def ping(self) -> None:
+        await self._guard.call(self._backend.client.get_aliases(), "ping")
