@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from qdrant_client import QdrantClient, models
 
 from service.search.fusion import (
-    QDRANT_DEFAULT_RRF_K,
     Candidate,
     Fused,
     Method,
@@ -20,10 +19,56 @@ from service.search.fusion import (
     dbsf_normalize,
     fuse,
     fuse_confident,
-    fuse_like_qdrant_rrf,
     min_max,
     rrf_scores,
 )
+
+# Qdrant's default RRF k (its `Rrf.k` when none is given).
+QDRANT_DEFAULT_RRF_K = 2
+
+
+def _best_first(items: Sequence[Candidate]) -> list[Candidate]:
+    """Best score first, each key once (its best), ties by key: how Qdrant's lists arrive."""
+    seen: set[str] = set()
+    ordered = []
+    for item in sorted(items, key=lambda c: (-c.score, c.key)):
+        if item.key not in seen:
+            seen.add(item.key)
+            ordered.append(item)
+    return ordered
+
+
+def fuse_like_qdrant_rrf(
+    lists: Sequence[RankedList],
+    *,
+    k: float = QDRANT_DEFAULT_RRF_K,
+    weights: Mapping[str, float] | None = None,
+    limit: int | None = None,
+) -> list[Candidate]:
+    """Qdrant's (weighted) RRF over lists, as ``RrfQuery(rrf=Rrf(k=k, weights=...))`` computes it.
+
+    Each list contributes 1 / ((position + 1) / w + k - 1) with a 0-based position, 0 if w <= 0,
+    summed over lists; ``weights`` are per list name (Qdrant weighs per prefetch), default 1. A weight
+    thus stretches the rank axis instead of scaling the contribution, so it is not linear in w and
+    ordering can differ from `fuse` with the same unequal weights; with equal weights c it is
+    c × fuse's RRF with k' = c (k - 1) + 1. Kept as the executable statement of what the server does,
+    here, in the tests, as the oracle the façade's `fuse` is compared against.
+    """
+    if not (k > 0 and math.isfinite(k)):
+        raise ValueError(f"rrf k must be a positive finite number, got {k}")
+    if weights is not None and (missing := [r.name for r in lists if r.name not in weights]):
+        raise ValueError(f"no weight given for list(s) {', '.join(map(repr, missing))}")
+    totals: dict[str, float] = {}
+    best_position: dict[str, int] = {}
+    for ranked in lists:
+        weight = 1.0 if weights is None else weights[ranked.name]
+        for position, item in enumerate(_best_first(ranked.items)):
+            contribution = 0.0 if weight <= 0 else 1.0 / ((position + 1.0) / weight + k - 1.0)
+            totals[item.key] = totals.get(item.key, 0.0) + contribution
+            best_position[item.key] = min(position, best_position.get(item.key, position))
+    keys = sorted(totals, key=lambda key: (-totals[key], best_position[key], key))
+    return [Candidate(key, totals[key]) for key in (keys if limit is None else keys[:limit])]
+
 
 METHODS: tuple[Method, ...] = ("weighted", "rrf", "dbsf")
 # Fused scores are O(1) (O(1/k) for RRF, differences of O(1/k²) between neighbours): far above the

@@ -18,9 +18,9 @@ from service.app import create_app
 from service.catalogue.writer import embed_documents
 from service.runtime import build_runtime
 from service.schemas import SearchRequest
-from service.search.fusion import Candidate, RankedList, fuse, fuse_confident
+from service.search.fused_search import fused_hits
+from service.search.fusion import TEXT_WEIGHTS, Candidate, RankedList, fuse, fuse_confident
 from service.search.search_service import SearchService
-from service.search.text_search import TEXT_WEIGHTS
 from service.store.filters import build_filter
 from tests.conftest import copy_index, real_settings
 
@@ -183,7 +183,7 @@ async def test_qdrant_side_dbsf_ranks_like_our_pure_dbsf(real_repository, real_i
                 "dbsf",
                 limit=10,
             )
-            engine = await runtime.store.search_fused(lists, fusion="dbsf", limit=10)
+            engine = await fused_hits(runtime.store, lists, "dbsf", limit=10)
             parts = sum(1 for hits in fetched if hits)
             assert [h.score for h in engine] == pytest.approx([parts * f.score for f in ours], rel=1e-4)
             assert [h.anime_id for h in engine][:5] == [f.key for f in ours][:5]

@@ -23,6 +23,7 @@ from service.catalogue.ingest import ingest
 from service.domain.documents import AnimeDocument
 from service.domain.manifest import CLIP_TEXT_EMBEDDER
 from service.runtime import build_runtime
+from service.search.fused_search import fused_hits
 from service.settings import load_settings
 from service.store.types import VectorQuery
 from tests.api_calls import ids, post, wait_for_reindex
@@ -166,7 +167,7 @@ async def test_fusion_inside_the_store_puts_the_nearest_first(client, fusion):
     records = await store.get_many(["dist-0", "dist-7"])
     for anime_id, record in records.items():
         queries = [VectorQuery(name, record.vectors[name], 8) for name in ("picture", "thumbnail")]
-        hits = await store.search_fused(queries, fusion=fusion, limit=8)
+        hits = await fused_hits(store, queries, fusion, limit=8)
         assert hits[0].anime_id == anime_id, (metric_of(client), fusion)
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 

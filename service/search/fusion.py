@@ -1,12 +1,24 @@
-"""Fuse several ranked result lists (one per named vector) into one ranking.
+"""Every fusion of ranked lists in the service is decided here, whether Qdrant or the façade runs it.
 
-Pure functions only: the façade queries Qdrant once per named vector and fuses here, so that it can
-weight modalities ("parts") per request and explain every score. Where a concept also exists in
-Qdrant's own fusion (RRF, DBSF) the formulas match Qdrant 1.x (qdrant-client's local mode in
-``qdrant_client/hybrid/fusion.py`` and the server's segment crate), so fusing in the façade or
-pushing the fusion down into a ``query_points`` prefetch gives the same ordering; deliberate
-differences are noted where they live. ``tests/test_fusion.py`` checks the equivalence against
-qdrant-client's local mode.
+One set of rules for all of them:
+* **Which fusion**: text search fuses its candidate lists with confident score fusion (`TEXT_FUSION`,
+  `fuse_confident`, weights `TEXT_WEIGHTS`); picture search fuses picture and thumbnail by RRF
+  (`IMAGE_FUSION`); multimodal search fuses its parts with the request's ranking (`fuse`: weighted,
+  rrf or dbsf); "more like this" over several vectors by RRF (`SIMILARITY_FUSION`).
+* **Where it runs**: RRF and DBSF run inside Qdrant (one Query API call, a prefetch per list) when
+  nothing else is needed from the lists, except DBSF over a distance metric, which Qdrant gets wrong
+  and `dbsf_sum` computes here (`runs_in_qdrant`); every other fusion runs here, on candidate lists the
+  store returns in one batch, because it weights parts per request and explains every score.
+* **The same formulas either way**: RRF's k (`DEFAULT_RRF_K`) and DBSF's normalisation
+  (`dbsf_normalize`) match Qdrant 1.x (the server's segment crate, qdrant-client's local mode), so
+  pushing a fusion down or running it here ranks alike; `tests/test_fusion.py` checks it against
+  qdrant-client's local mode.
+* **Thresholds before fusion**: a similarity threshold applies to each list's own scores before they
+  are fused (a fused RRF score, ~0.03, is no scale a client can set a threshold on). Multimodal
+  search's `score_threshold` is the documented exception: it is on the fused score.
+
+Pure functions and constants: the search use cases execute what this module decides
+(service/search/fused_search.py), the store only carries out a fusion it is handed.
 """
 
 from __future__ import annotations
@@ -17,28 +29,64 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-# The rules the store's fusion shares with this one live low in the stack, where both can import them.
-from service.domain.fusion_rules import DEFAULT_RRF_K, dbsf_normalize
+from service.domain.vectors import (
+    FACTS_VECTOR,
+    SYNOPSIS_VECTOR,
+    TEXT_LEXICAL_VECTOR,
+    TEXT_SPARSE_VECTOR,
+    TITLE_VECTOR,
+)
 
 __all__ = [
     "CONFIDENCE_POWER",
+    "DBSF_SIGMAS",
     "DEFAULT_RRF_K",
-    "QDRANT_DEFAULT_RRF_K",
+    "IMAGE_FUSION",
+    "SIMILARITY_FUSION",
+    "TEXT_FUSION",
+    "TEXT_WEIGHTS",
     "Candidate",
     "Fused",
     "Method",
+    "QdrantFusion",
     "RankedList",
     "dbsf_normalize",
+    "dbsf_sum",
     "fuse",
     "fuse_confident",
-    "fuse_like_qdrant_rrf",
     "min_max",
     "rrf_scores",
+    "runs_in_qdrant",
 ]
 
 Method = Literal["weighted", "rrf", "dbsf"]
+QdrantFusion = Literal["rrf", "dbsf"]
 
-QDRANT_DEFAULT_RRF_K = 2
+# Cormack et al. (SIGIR 2009) found k=60 robust across collections. Qdrant defaults to k=2, which
+# lets a single list's top hit outrank a key that several modalities agree on (1/2 vs 1/4 + 1/5 for
+# positions 0 vs 2 and 3); multimodal search wants the agreement to win, hence the larger k.
+DEFAULT_RRF_K = 60.0
+
+# Qdrant's DBSF maps mean ± 3 sample standard deviations onto [0, 1].
+DBSF_SIGMAS = 3.0
+
+# How text search fuses: confident score fusion, here. Rank fusion gives every list's first hit the same
+# weight, and DBSF weighs a list that is sure of its best hit like one that is not; the confident sum lets
+# the sure list win. Qdrant's own "dbsf"/"rrf" stay selectable for the relevance harness's ablations
+# (benchmarks/RESULTS.md: "hybrid" against "hybrid, Qdrant DBSF" and "hybrid, RRF").
+TEXT_FUSION: Literal["confident", "rrf", "dbsf"] = "confident"
+# Per list: synopses carry a plot description, the only kind of query no other list can answer.
+TEXT_WEIGHTS = {
+    TITLE_VECTOR: 1.0,
+    FACTS_VECTOR: 1.0,
+    SYNOPSIS_VECTOR: 1.5,
+    TEXT_LEXICAL_VECTOR: 1.0,
+    TEXT_SPARSE_VECTOR: 1.0,
+}
+# Picture and thumbnail come from one model on one scale: rank fusion, inside Qdrant.
+IMAGE_FUSION: QdrantFusion = "rrf"
+# "More like this" over several vectors (other models, other scales): rank fusion, equal weights.
+SIMILARITY_FUSION: Method = "rrf"
 
 
 @dataclass(frozen=True)
@@ -90,6 +138,44 @@ def rrf_scores(n: int, k: float = DEFAULT_RRF_K) -> list[float]:
     if not (k > 0 and math.isfinite(k)):
         raise ValueError(f"rrf k must be a positive finite number, got {k}")
     return [1.0 / (k + position) for position in range(n)]
+
+
+def dbsf_normalize(scores: Sequence[float]) -> list[float]:
+    """Qdrant's Distribution-Based Score Fusion normalisation: (s - (μ - 3σ)) / 6σ.
+
+    Matches Qdrant exactly: σ is the *sample* standard deviation (n - 1), a single score or σ = 0
+    gives 0.5 (no information about where the list sits), and the result is *not* clipped. For
+    n <= 10 no score can lie beyond 3σ anyway (max |z| = (n - 1)/√n); beyond that an outlier may
+    leave [0, 1] slightly, and clipping would tie two outliers and lose the very hit that stands out.
+    """
+    if len(scores) < 2:
+        return [0.5] * len(scores)
+    mean = math.fsum(scores) / len(scores)
+    sigma = math.sqrt(math.fsum((s - mean) ** 2 for s in scores) / (len(scores) - 1))
+    if sigma == 0.0:
+        return [0.5] * len(scores)
+    low = mean - DBSF_SIGMAS * sigma
+    return [(s - low) / (2 * DBSF_SIGMAS * sigma) for s in scores]
+
+
+def runs_in_qdrant(method: QdrantFusion, *, over_distances: bool) -> bool:
+    """Whether Qdrant can run this fusion inside one query.
+
+    DBSF normalises raw scores as if higher were better, so on a distance metric it ranks the farthest
+    first (qdrant-client's local mode and the server alike: qdrant/qdrant#10611); those lists are fused
+    here by `dbsf_sum`, over the similarities the store hands out.
+    """
+    return not (method == "dbsf" and over_distances)
+
+
+def dbsf_sum(lists: Sequence[Sequence[Candidate]], *, limit: int) -> list[Candidate]:
+    """Qdrant's DBSF computed here: per key, the sum of its DBSF-normalised score in every list."""
+    totals: dict[str, float] = {}
+    for items in lists:
+        for item, value in zip(items, dbsf_normalize([i.score for i in items]), strict=True):
+            totals[item.key] = totals.get(item.key, 0.0) + value
+    ranked = sorted(totals, key=lambda key: -totals[key])
+    return [Candidate(key, totals[key]) for key in ranked[:limit]]
 
 
 def _ordered(items: Sequence[Candidate]) -> list[Candidate]:
@@ -160,7 +246,7 @@ def fuse(
     Qdrant equivalence (one list per part, equal weights): "rrf" with ``rrf_k=k`` and "dbsf" give
     Qdrant's ``Fusion.RRF``/``Fusion.DBSF`` scores divided by the number of parts, hence the same
     ordering. Unequal weights are *not* Qdrant's weighted RRF (that divides the rank by the weight;
-    see :func:`fuse_like_qdrant_rrf`): here a weight scales a part's contribution, which keeps the
+    tests/test_fusion.py states Qdrant's formula): here a weight scales a part's contribution, which keeps the
     linearity above. Ties: fused score, then best rank in any weighted list, then key (Qdrant
     orders ties by internal order, which is not reproducible).
 
@@ -214,7 +300,7 @@ def fuse(
 
 
 # How much more a list that is sure of an anime counts than one that is not: each list's DBSF-normalised
-# score is raised to this power before the weighted sum (service/search/queries.py, text search).
+# score is raised to this power before the weighted sum (text search).
 CONFIDENCE_POWER = 2.0
 
 
@@ -272,35 +358,3 @@ def fuse_confident(
     fused = [Fused(key, totals[key], per_list[key], raw[key], ranks[key]) for key in totals]
     fused.sort(key=lambda f: (-f.score, min(f.list_ranks.values()), f.key))
     return fused if limit is None else fused[:limit]
-
-
-def fuse_like_qdrant_rrf(
-    lists: Sequence[RankedList],
-    *,
-    k: float = QDRANT_DEFAULT_RRF_K,
-    weights: Mapping[str, float] | None = None,
-    limit: int | None = None,
-) -> list[Candidate]:
-    """Qdrant's (weighted) RRF over lists, as ``RrfQuery(rrf=Rrf(k=k, weights=...))`` computes it.
-
-    Each list contributes 1 / ((position + 1) / w + k - 1) with a 0-based position, 0 if w <= 0,
-    summed over lists; ``weights`` are per list name (Qdrant weighs per prefetch), default 1. A weight
-    thus stretches the rank axis instead of scaling the contribution, so it is not linear in w and
-    ordering can differ from :func:`fuse` with the same unequal weights; with equal weights c it is
-    c × fuse's RRF with k' = c (k - 1) + 1. Kept as the executable statement of what the server does,
-    for tests and for comparing against a pushed-down query; the façade uses :func:`fuse`.
-    """
-    if not (k > 0 and math.isfinite(k)):
-        raise ValueError(f"rrf k must be a positive finite number, got {k}")
-    if weights is not None and (missing := [r.name for r in lists if r.name not in weights]):
-        raise ValueError(f"no weight given for list(s) {', '.join(map(repr, missing))}")
-    totals: dict[str, float] = {}
-    best_position: dict[str, int] = {}
-    for ranked in lists:
-        weight = 1.0 if weights is None else weights[ranked.name]
-        for position, item in enumerate(_ordered(ranked.items)):
-            contribution = 0.0 if weight <= 0 else 1.0 / ((position + 1.0) / weight + k - 1.0)
-            totals[item.key] = totals.get(item.key, 0.0) + contribution
-            best_position[item.key] = min(position, best_position.get(item.key, position))
-    keys = sorted(totals, key=lambda key: (-totals[key], best_position[key], key))
-    return [Candidate(key, totals[key]) for key in (keys if limit is None else keys[:limit])]

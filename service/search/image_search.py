@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from service.domain.vectors import IMAGE_VECTORS
 from service.runtime import Runtime
 from service.schemas import ImageSearchRequest, SearchResponse
+from service.search.fused_search import fused_hits
+from service.search.fusion import IMAGE_FUSION
 from service.search.query_encoders import QueryEncoders
 from service.search.results import hit_result, search_answer
 from service.store.filters import build_filter
@@ -42,14 +44,14 @@ class ImageSearch:
         image = self.runtime.image
         assert image is not None  # `picture` refuses (503) without one
         query_filter = build_filter(request.filters)
-        # Picture and thumbnail come from one model: rank fusion inside Qdrant (Query API prefetch + RRF).
-        hits = await self.runtime.store.search_fused(
+        hits = await fused_hits(
+            self.runtime.store,
             [VectorQuery(name, vector, self.depth, query_filter) for name in IMAGE_VECTORS],
-            fusion="rrf",
+            IMAGE_FUSION,
             limit=request.limit,
             score_threshold=request.score_threshold,
         )
         results = [hit_result(h) for h in hits]
         return search_answer(
-            self.runtime, started, image.manifest, results, ranking="rrf", vectors=list(IMAGE_VECTORS)
+            self.runtime, started, image.manifest, results, ranking=IMAGE_FUSION, vectors=list(IMAGE_VECTORS)
         )

@@ -27,13 +27,14 @@ from service.schemas import (
     TextMode,
 )
 from service.search.cached_answers import CachedAnswers
+from service.search.fusion import TEXT_FUSION
 from service.search.image_search import ImageQuestion, ImageSearch
 from service.search.multimodal_search import MultimodalQuestion, MultimodalSearch
 from service.search.query_encoders import QueryEncoders
 from service.search.results import anime_record, timed
 from service.search.text_lists import TextLists
 from service.search.text_mode import lexical_indexed
-from service.search.text_search import TEXT_FUSION, TextQuestion, TextSearch, checked_query
+from service.search.text_search import TextQuestion, TextSearch, checked_query
 from service.store.types import VectorQuery
 
 

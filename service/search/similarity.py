@@ -24,7 +24,7 @@ from service.schemas import (
     SimilarityResponse,
 )
 from service.search.cached_answers import CachedAnswers
-from service.search.fusion import Candidate, Fused, RankedList, fuse
+from service.search.fusion import SIMILARITY_FUSION, Candidate, Fused, RankedList, fuse
 from service.search.results import elapsed_ms, fused_results, query_info, timed
 from service.store.filters import build_filter
 from service.store.types import ScorePenalty, StoredRecord, VectorQuery
@@ -111,7 +111,7 @@ class SimilaritySearch:
                 started,
                 model.manifest,
                 text_version=model.version,
-                ranking="rrf" if len(plan.vectors) > 1 else None,
+                ranking=SIMILARITY_FUSION if len(plan.vectors) > 1 else None,
                 vectors=list(plan.vectors),
             ),
         )
@@ -177,7 +177,11 @@ class SimilaritySearch:
                 hits = [h for h in next(answers) if h.anime_id != plan.anime_id]
                 ranked.append(RankedList(name, name, [Candidate(h.anime_id, h.score) for h in hits]))
             # One list: its own similarity is the score. Several (other models, other scales): rank fusion.
-            fused = fuse(ranked, dict.fromkeys(plan.vectors, 1.0), "rrf", limit=limit) if ranked else []
+            fused = (
+                fuse(ranked, dict.fromkeys(plan.vectors, 1.0), SIMILARITY_FUSION, limit=limit)
+                if ranked
+                else []
+            )
             ranked_per_plan.append(fused)
         wanted = list(dict.fromkeys(item.key for fused in ranked_per_plan for item in fused))
         payloads = await store.get_many(wanted, with_vectors=False)

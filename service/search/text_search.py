@@ -7,39 +7,17 @@ import time
 from dataclasses import dataclass
 
 from service.domain.composition import normalize_query
-from service.domain.vectors import (
-    FACTS_VECTOR,
-    SYNOPSIS_VECTOR,
-    TEXT_LEXICAL_VECTOR,
-    TEXT_SPARSE_VECTOR,
-    TITLE_VECTOR,
-)
 from service.platform.errors import InvalidInput
 from service.runtime import Runtime, TextModel
 from service.schemas import AnimeResult, SearchRequest, SearchResponse
-from service.search.fusion import Candidate, RankedList, fuse_confident
+from service.search.fused_search import fused_hits
+from service.search.fusion import TEXT_FUSION, TEXT_WEIGHTS, Candidate, RankedList, fuse_confident
 from service.search.query_encoders import QueryEncoders
 from service.search.results import documented_results, hit_result, search_answer
 from service.search.text_lists import TextLists
 from service.search.text_mode import choose_text_mode, lexical_indexed
 from service.store.filters import build_filter
 from service.store.types import VectorQuery
-
-# How text search fuses its lists: "confident" (service/search/fusion.py fuse_confident, in the façade, on the
-# candidate lists Qdrant returns in one batch), or Qdrant's own "dbsf"/"rrf" (inside Qdrant), kept as
-# the relevance harness's ablations. Rank fusion gives every list's first hit the same weight, and DBSF
-# weighs a list that is sure of its best hit like one that is not; the confident sum lets the sure list
-# win. Measured on the whole catalogue in benchmarks/RESULTS.md ("hybrid" against "hybrid, Qdrant DBSF"
-# and "hybrid, RRF").
-TEXT_FUSION = "confident"
-# Per list: synopses carry a plot description, the only kind of query no other list can answer.
-TEXT_WEIGHTS = {
-    TITLE_VECTOR: 1.0,
-    FACTS_VECTOR: 1.0,
-    SYNOPSIS_VECTOR: 1.5,
-    TEXT_LEXICAL_VECTOR: 1.0,
-    TEXT_SPARSE_VECTOR: 1.0,
-}
 
 
 def checked_query(text: str) -> str:
@@ -93,8 +71,8 @@ class TextSearch:
         if self.text_fusion == "confident":
             results = await self._fuse_here(lists, request.limit, request.score_threshold, model)
         else:
-            hits = await store.search_fused(
-                lists, fusion=self.text_fusion, limit=request.limit, score_threshold=request.score_threshold
+            hits = await fused_hits(
+                store, lists, self.text_fusion, limit=request.limit, score_threshold=request.score_threshold
             )
             results = [hit_result(h) for h in hits]
         return search_answer(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from qdrant_client import models
 
@@ -263,19 +263,41 @@ class AnimeStore:
         """Several nearest-neighbour queries in one round trip; `payload=False`: only each `anime_id`."""
         return await self._reads.search_many(queries, payload=payload)
 
+    async def search_lists(
+        self,
+        queries: Sequence[VectorQuery],
+        *,
+        query_filter: models.Filter | None = None,
+        score_threshold: float | None = None,
+    ) -> list[list[Hit]]:
+        """One round trip of queries, each also held to `query_filter` and `score_threshold`."""
+        return await self._reads.search_lists(
+            queries, query_filter=query_filter, score_threshold=score_threshold
+        )
+
+    def scores_by_distance(self, vector_names: Sequence[str]) -> bool:
+        """Whether Qdrant scores any of these vectors by a distance (lower is better)."""
+        return self._reads.scores_by_distance(vector_names)
+
     async def search_fused(
         self,
         queries: Sequence[VectorQuery],
         *,
-        fusion: str,
+        fusion: Literal["rrf", "dbsf"],
+        rrf_k: int,
         limit: int,
         query_filter: models.Filter | None = None,
         score_threshold: float | None = None,
     ) -> list[Hit]:
-        """Several named-vector queries fused inside Qdrant (RRF or DBSF); the threshold applies to
-        each list's own similarity, before fusion."""
+        """Several named-vector queries fused inside Qdrant as service/search/fusion.py decided; the
+        threshold applies to each list's own similarity, before fusion."""
         return await self._reads.search_fused(
-            queries, fusion=fusion, limit=limit, query_filter=query_filter, score_threshold=score_threshold
+            queries,
+            fusion=fusion,
+            rrf_k=rrf_k,
+            limit=limit,
+            query_filter=query_filter,
+            score_threshold=score_threshold,
         )
 
     async def get_many(self, anime_ids: Sequence[str], with_vectors: bool = True) -> dict[str, StoredRecord]:

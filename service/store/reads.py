@@ -1,21 +1,20 @@
 """Searches and reads against the live collection (through the alias) or a named one.
 
-Nearest-neighbour queries go out as one batch per request (Qdrant's batch Query API); several lists
-fused into one ranking are fused inside Qdrant (prefetch + RRF or DBSF) with the rules the façade's
-fusion uses (service/domain/fusion_rules.py), except DBSF over a distance metric, which Qdrant gets
-wrong and is done here. Every score handed out is a similarity (service/store/query_requests.py).
+Nearest-neighbour queries go out as one batch per request (Qdrant's batch Query API); lists that
+service/search/fusion.py decides to fuse inside Qdrant go out as one Query API call (prefetch + RRF or
+DBSF) with the parameters it chose. No fusion is decided here. Every score handed out is a similarity
+(service/store/query_requests.py).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from qdrant_client import models
 
 from service.domain.documents import point_id
-from service.domain.fusion_rules import DEFAULT_RRF_K, dbsf_normalize
 from service.domain.sparse import SparseVector
 from service.store.backend import Backend
 from service.store.collection import Collection
@@ -23,7 +22,6 @@ from service.store.guard import StoreGuard
 from service.store.query_requests import RequestBuilder, at_least, both, hit
 from service.store.types import Hit, StoredRecord, VectorQuery, from_qdrant_vector
 
-RRF_K = int(DEFAULT_RRF_K)
 # How stale the collection size behind the exact-or-graph choice may be: a count per few seconds.
 SIZE_RECHECK_S = 5.0
 
@@ -94,46 +92,46 @@ class Reads:
         )
         return hits
 
+    async def search_lists(
+        self,
+        queries: Sequence[VectorQuery],
+        *,
+        query_filter: models.Filter | None = None,
+        score_threshold: float | None = None,
+    ) -> list[list[Hit]]:
+        """`search_many` with one filter and one similarity threshold added to every query."""
+        return await self.search_many(
+            [
+                VectorQuery(
+                    q.using, q.vector, q.limit, both(q.query_filter, query_filter), score_threshold, q.penalty
+                )
+                for q in queries
+            ]
+        )
+
+    def scores_by_distance(self, vector_names: Sequence[str]) -> bool:
+        """Whether Qdrant scores any of these vectors by a distance (lower is better)."""
+        return any(self._requests.is_distance(name) for name in vector_names)
+
     async def search_fused(
         self,
         queries: Sequence[VectorQuery],
         *,
-        fusion: str,
+        fusion: Literal["rrf", "dbsf"],
+        rrf_k: int,
         limit: int,
         query_filter: models.Filter | None = None,
         score_threshold: float | None = None,
     ) -> list[Hit]:
-        """Fuse several named-vector queries inside Qdrant (Query API: prefetch + RRF or DBSF).
+        """Several named-vector queries fused inside Qdrant (Query API: prefetch + RRF or DBSF).
 
-        `score_threshold` is a similarity each list's matches must reach, applied before fusion (as
-        for similarity): a fused RRF score (~0.03) is no scale a client can set a threshold on.
+        `score_threshold` is a similarity each list's matches must reach, applied before fusion.
         """
         await self._collection.ensure_ready()
-        if len(queries) == 1:
-            q = queries[0]
-            (hits,) = await self.search_many(
-                [
-                    VectorQuery(
-                        q.using,
-                        q.vector,
-                        limit,
-                        both(q.query_filter, query_filter),
-                        score_threshold,
-                        q.penalty,
-                    )
-                ]
-            )
-            return hits
-        if fusion == "dbsf" and any(self._requests.is_distance(q.using) for q in queries):
-            # DBSF normalises raw scores as if higher were better, so on distances it ranks the farthest
-            # first (qdrant-client local mode and the server alike: qdrant/qdrant#10611).
-            return await self._dbsf_here(queries, limit, query_filter, score_threshold)
         params = await self._query_params()
         prefetch = [self._requests.prefetch(q, score_threshold, params) for q in queries]
-        # k=60 like the façade's fusion (service/domain/fusion_rules.py), not Qdrant's default 2:
-        # agreement between lists should beat a single list's top hit, and both paths must rank alike.
         query: Any = (
-            models.RrfQuery(rrf=models.Rrf(k=RRF_K))
+            models.RrfQuery(rrf=models.Rrf(k=rrf_k))
             if fusion == "rrf"
             else models.FusionQuery(fusion=models.Fusion.DBSF)
         )
@@ -149,31 +147,6 @@ class Reads:
             "fused search",
         )
         return [hit(p) for p in response.points]
-
-    async def _dbsf_here(
-        self,
-        queries: Sequence[VectorQuery],
-        limit: int,
-        query_filter: models.Filter | None,
-        score_threshold: float | None,
-    ) -> list[Hit]:
-        """Qdrant's DBSF (sum of per-list mean ± 3σ normalised scores), over our similarity scores."""
-        lists = await self.search_many(
-            [
-                VectorQuery(
-                    q.using, q.vector, q.limit, both(q.query_filter, query_filter), score_threshold, q.penalty
-                )
-                for q in queries
-            ]
-        )
-        totals: dict[str, float] = {}
-        first: dict[str, Hit] = {}
-        for hits in lists:
-            for found, value in zip(hits, dbsf_normalize([h.score for h in hits]), strict=True):
-                totals[found.anime_id] = totals.get(found.anime_id, 0.0) + value
-                first.setdefault(found.anime_id, found)
-        ranked = sorted(totals, key=lambda anime_id: -totals[anime_id])
-        return [Hit(anime_id=a, score=totals[a], payload=first[a].payload) for a in ranked[:limit]]
 
     async def get_many(self, anime_ids: Sequence[str], with_vectors: bool = True) -> dict[str, StoredRecord]:
         """Records of the ids that exist (one round trip); absent ids are simply missing."""
