@@ -12,9 +12,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 import httpx
 
@@ -311,3 +311,59 @@ class StallingServer:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+class Answer(NamedTuple):
+    """One search of `Load`: when it was sent, its status (0: no answer), how long it took, the error
+    code, and the circuit that refused it when an open circuit did (error.details.circuit)."""
+
+    start: float
+    status: int
+    seconds: float
+    code: str | None
+    circuit: str | None
+
+
+class Load(threading.Thread):
+    """Back-to-back searches against a running service, each recorded as an `Answer`."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(daemon=True)
+        self.base = base
+        self.records: list[Answer] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=30) as client:
+            i = 0
+            while not self.stop.is_set():
+                started = time.monotonic()
+                try:
+                    response = client.post(
+                        "/api/v1/search", json={"query": f"giant robots {i % 7}", "limit": 5}
+                    )
+                except httpx.TransportError as exc:  # the façade itself is gone (a test kills it)
+                    self.records.append(
+                        Answer(started, 0, time.monotonic() - started, type(exc).__name__, None)
+                    )
+                    time.sleep(0.05)
+                    continue
+                code = circuit = None
+                if response.status_code != 200:
+                    error = response.json().get("error", {})
+                    code, circuit = error.get("code"), (error.get("details") or {}).get("circuit")
+                self.records.append(
+                    Answer(started, response.status_code, time.monotonic() - started, code, circuit)
+                )
+                i += 1
+                time.sleep(0.02)
+
+    def wait_for(self, condition: Callable[[Answer], bool], timeout_s: float) -> Answer:
+        """The first answer meeting `condition`, waiting for it (an event, not a guess at a duration)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = next((a for a in list(self.records) if condition(a)), None)
+            if found is not None:
+                return found
+            time.sleep(0.02)
+        raise AssertionError(f"no answer met the condition in {timeout_s:.0f}s: {self.records[-5:]}")
