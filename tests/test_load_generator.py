@@ -200,15 +200,20 @@ async def test_verdicts_markdown_json_and_plot_on_measured_runs(server: str, tmp
         server, requests_failing_every(0, stall_at=5), rps=40, duration_s=0.75, warmup=2
     )
     open_clean = await open_loop(server, requests_failing_every(0), rps=20, duration_s=0.5, warmup=2)
+    # Rows whose verdict hangs on the tight 100 ms target get their latencies pinned well inside it: a
+    # busy machine may slow a 20 ms answer past 100 ms, and these rows test the verdict, not the timer.
+    quick = {"p50_ms": 25.0, "p95_ms": 40.0, "p99_ms": 45.0, "mean_ms": 27.0}
     runs = [
         # Same answers, held to two targets: met against the loosest, missed once stalled or failing.
         run_row("fake", "multimodal", clean),
         run_row("fake", "multimodal", open_clean),
         run_row("fake", "search", stalled),
-        run_row("fake", "search", failing),
+        run_row("fake", "search", dataclasses.replace(failing, **quick)),
         # A closed loop beyond 1000 req/s, and one even faster but with errors, which must not count.
-        run_row("fast", "by-id", dataclasses.replace(clean, concurrency=64, throughput_rps=1200.0)),
-        run_row("fast", "by-id", dataclasses.replace(failing, concurrency=128, throughput_rps=5000.0)),
+        run_row("fast", "by-id", dataclasses.replace(clean, concurrency=64, throughput_rps=1200.0, **quick)),
+        run_row(
+            "fast", "by-id", dataclasses.replace(failing, concurrency=128, throughput_rps=5000.0, **quick)
+        ),
     ]
     assert clean.p95_ms < SLA_MS["multimodal"]
     assert [r["meets_sla"] for r in runs] == [True, True, False, False, True, False]
