@@ -358,12 +358,15 @@ class Load(threading.Thread):
                 i += 1
                 time.sleep(0.02)
 
-    def wait_for(self, condition: Callable[[Answer], bool], timeout_s: float) -> Answer:
-        """The first answer meeting `condition`, waiting for it (an event, not a guess at a duration)."""
+    def wait_for(self, condition: Callable[[Answer], bool], timeout_s: float, count: int = 1) -> Answer:
+        """The `count`-th answer meeting `condition`, waiting for it (an event, not a guess at a
+        duration: a loaded machine answers fewer searches per second, never fewer in all)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            found = next((a for a in list(self.records) if condition(a)), None)
-            if found is not None:
-                return found
+            found = [a for a in list(self.records) if condition(a)]
+            if len(found) >= count:
+                return found[count - 1]
             time.sleep(0.02)
-        raise AssertionError(f"no answer met the condition in {timeout_s:.0f}s: {self.records[-5:]}")
+        raise AssertionError(
+            f"not {count} answers met the condition in {timeout_s:.0f}s: {self.records[-5:]}"
+        )

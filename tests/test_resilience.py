@@ -90,6 +90,7 @@ def test_killed_triton_gives_fast_503s_and_recovery_needs_no_restart(
         # Down: the attempts fail, then the open circuit refuses (an event, whatever the machine's pace).
         load.wait_for(lambda a: a.start > killed_at and a.circuit == TRITON_CIRCUIT, timeout_s=60)
         assert_triton_degraded(base)
+        hold_outage(load, killed_at, settle_s=0.5)
 
         restarted = LocalTriton(
             real_repository,
@@ -122,6 +123,14 @@ def test_killed_triton_gives_fast_503s_and_recovery_needs_no_restart(
 
 
 TRITON_CIRCUIT = f"triton:{TEXT_EMBEDDER}:1"
+# Searches answered during each outage before it ends: enough to see attempts and refusals.
+OUTAGE_SEARCHES = 5
+
+
+def hold_outage(load: Load, down_at: float, settle_s: float) -> None:
+    """Keep the dependency away until OUTAGE_SEARCHES searches sent once the outage had `settle_s` to
+    show have been answered, however slowly this machine answers them."""
+    load.wait_for(lambda a: a.start > down_at + settle_s, timeout_s=600, count=OUTAGE_SEARCHES)
 
 
 def check_outage(
@@ -147,7 +156,7 @@ def check_outage(
     outage = [a for a in load.records if down_at + settle_s < a.start and a.start + a.seconds < back_at]
     after = [a for a in load.records if a.start > back_at]
     assert before and all(a.status == 200 for a in before)
-    assert len(outage) >= 5, f"only {len(outage)} searches during the outage: nothing tested"
+    assert len(outage) >= OUTAGE_SEARCHES, f"only {len(outage)} searches during the outage"
     assert all(a.status == 503 and a.code == "dependency_unavailable" for a in outage), outage
     refused = [a for a in outage if a.circuit == circuit]
     attempts = [a for a in outage if a.circuit is None]
@@ -215,6 +224,7 @@ def test_hung_triton_times_out_opens_the_circuit_and_recovers_on_sigcont(
         # Three roles probed in turn, each bounded by the timeout: health answers (the client's
         # 30 s timeout would fail it) and says what is down.
         assert_triton_degraded(base)
+        hold_outage(load, stopped_at, settle_s=0.2)
 
         resumed_at = time.monotonic()
         os.kill(server, signal.SIGCONT)
@@ -461,7 +471,12 @@ def test_store_outage_under_load_gives_fast_503s_loses_no_acknowledged_upsert_an
                 assert health["components"]["store"]["status"] == "down", (path, health)
                 assert "qdrant" in health["components"]["store"]["detail"], (path, health)
                 assert health["components"]["circuit:qdrant"]["status"] == "down", (path, health)
-        time.sleep(2)  # steady traffic during the outage
+        hold_outage(searches, down_at, settle_s=0.5)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not any(
+            r[0] > down_at + 0.5 for w in writers for r in list(w.records)
+        ):
+            time.sleep(0.05)  # and a write refused during it
         up_at = time.monotonic()
         service.run(_swap_store_client(service.runtime, embedded))
         deadline = up_at + 20
