@@ -382,6 +382,15 @@ async def test_redis_call_is_bounded_by_timeout_when_the_server_hangs() -> None:
         await server.wait_closed()
 
 
+async def _answered(cache: RedisCache, key: str, tries: int = 20) -> bytes | None:
+    """`cache.get(key)`, tried again when its short deadline passes on a busy machine: what matters
+    below is which value comes back, never that one call was slow."""
+    for _ in range(tries - 1):
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            return await cache.get(key)
+    return await cache.get(key)
+
+
 async def test_redis_late_reply_of_a_timed_out_command_never_answers_the_next_one(
     redis_server: RedisServer, prefix: str
 ) -> None:
@@ -414,13 +423,13 @@ async def test_redis_late_reply_of_a_timed_out_command_never_answers_the_next_on
     try:
         await direct.set("a", b"A", 60)
         await direct.set("b", b"B", 60)
-        assert await cache.get("a") == b"A"  # a pooled connection now exists
+        assert await _answered(cache, "a") == b"A"  # a pooled connection now exists
         delay_s["now"] = 3 * deadline_s
         with pytest.raises((TimeoutError, asyncio.TimeoutError)):
             await cache.get("a")
         delay_s["now"] = 0.0
         await asyncio.sleep(4 * deadline_s)  # the late "A" has arrived by now
-        assert await cache.get("b") == b"B"
+        assert await _answered(cache, "b") == b"B"
     finally:
         await cache.close()
         await direct.close()
