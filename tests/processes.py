@@ -12,11 +12,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 import httpx
+
+from service.triton_local.launcher import PortTaken, listens_on
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -35,7 +37,12 @@ def start_service(
     scheme: str = "http",
     verify: bool | ssl.SSLContext = True,
 ) -> subprocess.Popen[bytes]:
-    """`python -m service` on 127.0.0.1:`port`; returns once /health answers 200."""
+    """`python -m service` on 127.0.0.1:`port`; returns once /health answers 200 from this process.
+
+    `port` comes from `free_port` (locked against our other runs, outside the ephemeral range); the
+    answer is still checked to come from the child (`listens_on`), so a stray server on the port fails
+    the start instead of standing in for the service.
+    """
     with log.open("wb") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "service"],
@@ -55,7 +62,10 @@ def start_service(
             raise RuntimeError(f"service exited with {process.returncode}: {log.read_text()[-3000:]}")
         try:
             if httpx.get(f"{scheme}://127.0.0.1:{port}/health", timeout=2, verify=verify).status_code == 200:
-                return process
+                if listens_on(process.pid, port):
+                    return process
+                process.terminate()
+                raise PortTaken(f"another process answers on port {port}, not the service started there")
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
@@ -82,6 +92,9 @@ REDIS_SERVER = (
 class RedisServer:
     """A throwaway redis-server: no persistence, its own port and directory, stoppable and restartable."""
 
+    # Enough for one database per test that needs its own (conftest's `redis_url`).
+    DATABASES = 64
+
     def __init__(self, port: int, workdir: Path) -> None:
         self.port = port
         self.workdir = workdir
@@ -105,6 +118,8 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "no",
+                "--databases",
+                str(self.DATABASES),
                 "--dir",
                 str(self.workdir),
             ],
@@ -115,9 +130,13 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 stderr = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}: {stderr}")
+                error = PortTaken if "already in use" in stderr.lower() else RuntimeError
+                raise error(f"redis-server exited with {self.process.returncode}: {stderr}")
             if self._answers_ping():
-                return
+                if listens_on(self.process.pid, self.port):
+                    return
+                self.stop()
+                raise PortTaken(f"another process answers PING on port {self.port}, not our redis-server")
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"redis-server did not answer PING on port {self.port}")
@@ -154,18 +173,21 @@ class ServiceThread:
     point the store at another endpoint mid-run) on the server's own event loop.
     """
 
-    def __init__(self, settings: Settings, port: int) -> None:
+    def __init__(self, settings: Settings, port: int = 0) -> None:
         import uvicorn
 
         from service.app import create_app
 
-        self.port = port
+        # uvicorn serves on a socket we bind here and hand over, so no other process can take the
+        # port between choosing it and listening on it (port 0: the kernel picks one).
+        self._socket = socket.create_server(("127.0.0.1", port))
+        self.port: int = self._socket.getsockname()[1]
         self.app: Litestar = create_app(settings)
         self.server = uvicorn.Server(
             uvicorn.Config(
                 self.app,
                 host="127.0.0.1",
-                port=port,
+                port=self.port,
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=5,
@@ -176,7 +198,7 @@ class ServiceThread:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.server.serve())
+        self.loop.run_until_complete(self.server.serve(sockets=[self._socket]))
 
     @property
     def base(self) -> str:
@@ -206,6 +228,7 @@ class ServiceThread:
         self._thread.join(timeout_s)
         if not self._thread.is_alive():
             self.loop.close()
+            self._socket.close()
 
     def __enter__(self) -> ServiceThread:
         return self.start()
@@ -288,3 +311,62 @@ class StallingServer:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+class Answer(NamedTuple):
+    """One search of `Load`: when it was sent, its status (0: no answer), how long it took, the error
+    code, and the circuit that refused it when an open circuit did (error.details.circuit)."""
+
+    start: float
+    status: int
+    seconds: float
+    code: str | None
+    circuit: str | None
+
+
+class Load(threading.Thread):
+    """Back-to-back searches against a running service, each recorded as an `Answer`."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(daemon=True)
+        self.base = base
+        self.records: list[Answer] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=30) as client:
+            i = 0
+            while not self.stop.is_set():
+                started = time.monotonic()
+                try:
+                    response = client.post(
+                        "/api/v1/search", json={"query": f"giant robots {i % 7}", "limit": 5}
+                    )
+                except httpx.TransportError as exc:  # the façade itself is gone (a test kills it)
+                    self.records.append(
+                        Answer(started, 0, time.monotonic() - started, type(exc).__name__, None)
+                    )
+                    time.sleep(0.05)
+                    continue
+                code = circuit = None
+                if response.status_code != 200:
+                    error = response.json().get("error", {})
+                    code, circuit = error.get("code"), (error.get("details") or {}).get("circuit")
+                self.records.append(
+                    Answer(started, response.status_code, time.monotonic() - started, code, circuit)
+                )
+                i += 1
+                time.sleep(0.02)
+
+    def wait_for(self, condition: Callable[[Answer], bool], timeout_s: float, count: int = 1) -> Answer:
+        """The `count`-th answer meeting `condition`, waiting for it (an event, not a guess at a
+        duration: a loaded machine answers fewer searches per second, never fewer in all)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = [a for a in list(self.records) if condition(a)]
+            if len(found) >= count:
+                return found[count - 1]
+            time.sleep(0.02)
+        raise AssertionError(
+            f"not {count} answers met the condition in {timeout_s:.0f}s: {self.records[-5:]}"
+        )

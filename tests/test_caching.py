@@ -101,10 +101,10 @@ async def test_no_write_leaves_a_stale_answer(client, bangumi_documents):
 
 
 async def test_replicas_sharing_redis_never_serve_an_answer_older_than_a_write(
-    real_repository, index, redis_server, bangumi_documents
+    real_repository, index, redis_url, bangumi_documents
 ):
     """Two façades on one Redis: a write through one invalidates the other's cached answers."""
-    redis = {"redis_url": redis_server.url}
+    redis = {"redis_url": redis_url}
     writer_settings = load_settings({}, model_repository=real_repository, qdrant_path=index, **redis)
     async with AsyncTestClient(create_app(writer_settings)) as writer:
         await _search(writer)

@@ -52,6 +52,8 @@ class ScriptedServer:
 
     def __init__(self) -> None:
         self.stall_until = 0.0
+        # (request index, whether it arrived during a stall): what the generator sent, and when.
+        self.arrivals: list[tuple[int, bool]] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
@@ -59,6 +61,7 @@ class ScriptedServer:
         query = parse_qs(scope["query_string"].decode())
         while (await receive()).get("more_body"):
             pass
+        self.arrivals.append((int(query.get("i", ["-1"])[0]), arrived < self.stall_until))
         if "stall" in query:
             self.stall_until = arrived + float(query["stall"][0])
         await asyncio.sleep(max(0.0, self.stall_until - arrived) + DELAY_S)
@@ -74,12 +77,17 @@ class ScriptedServer:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+def scripted() -> ScriptedServer:
+    return ScriptedServer()
+
+
+@pytest.fixture(scope="module")
+def server(scripted: ScriptedServer) -> Iterator[str]:
     # A socket bound here, handed to uvicorn: no window in which another process can take the port.
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(ScriptedServer(), lifespan="off", log_level="warning", access_log=False)
+    config = uvicorn.Config(scripted, lifespan="off", log_level="warning", access_log=False)
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -100,7 +108,7 @@ def requests_failing_every(n: int, stall_at: int | None = None) -> RequestMaker:
         query = "status=503" if n and i % n == 0 else "status=200"
         if i == stall_at:
             query += f"&stall={STALL_S}"
-        return "GET", f"/work?{query}", None
+        return "GET", f"/work?{query}&i={i}", None
 
     return make
 
@@ -135,8 +143,10 @@ async def test_open_loop_holds_the_target_rate(server: str) -> None:
     assert stats.errors == 15
     assert stats.error_rate == pytest.approx(0.25)
     assert_percentiles(stats)
-    # Throughput counts until the last answer (one DELAY_S after the last send): close to the target.
-    assert stats.throughput_rps == pytest.approx(40, rel=0.15)
+    # Requests go out on a schedule, never ahead of it, and throughput counts until the last answer
+    # (at least one DELAY_S after the last send): a busy machine can only lower it, so only the bound
+    # is asserted; how close to the target it gets is a measurement (benchmarks.latency), not a test.
+    assert 0 < stats.throughput_rps <= 40 * 1.05
 
 
 async def test_open_loop_counts_a_server_stall_against_every_request_scheduled_during_it(server: str) -> None:
@@ -155,22 +165,30 @@ async def test_open_loop_counts_a_server_stall_against_every_request_scheduled_d
     for i in queued:
         waited = STALL_S - (i - stall_at) / rps
         assert latency[i] >= (waited + DELAY_S) * 1000 - 2 * TIMER_MS, (i, latency[i])
-    # A quarter of the requests queued, the first of them for most of the stall: p95 shows it.
+    # A quarter of the requests queued, the first of them for most of the stall: p95 shows it, and
+    # the median lies below the stalled request (three quarters were scheduled outside the stall).
     assert stats.p95_ms >= 0.8 * STALL_S * 1000
-    assert stats.p50_ms < 0.5 * STALL_S * 1000
+    assert stats.p50_ms < latency[stall_at]
 
 
-async def test_closed_loop_hides_the_same_stall_from_all_but_its_clients(server: str) -> None:
+async def test_closed_loop_hides_the_same_stall_from_all_but_its_clients(
+    server: str, scripted: ScriptedServer
+) -> None:
     # Coordinated omission, the reason open loop exists: clients stuck in the stall send nothing else,
-    # so only the requests in flight (at most one per client) record it.
+    # so only the requests in flight (at most one per client) record it. Counted at the server, by
+    # what arrived during the stall, so a slow machine cannot change the count.
     samples: Samples = []
+    scripted.arrivals.clear()
     stats = await closed_loop(
         server, requests_failing_every(0, 20), requests=60, concurrency=2, warmup=2, samples=samples
     )
-    slow = [i for i, latency in samples if latency >= 0.5 * STALL_S * 1000]
-    assert 20 in slow
-    assert len(slow) <= 2
-    assert stats.p95_ms < 0.5 * STALL_S * 1000
+    latency = dict(samples)
+    assert latency[20] >= (STALL_S + DELAY_S) * 1000 - TIMER_MS
+    during = [i for i, stalled in scripted.arrivals if stalled]
+    # The other client's one request, then it waits too: two of sixty samples at most hold the stall,
+    # which is why a closed loop's p95 hides it (the open loop's above shows it in a quarter of them).
+    assert len(during) <= 1, during
+    assert stats.requests == 60
 
 
 # -- verdicts and reports ------------------------------------------------------------------------------
@@ -183,15 +201,20 @@ async def test_verdicts_markdown_json_and_plot_on_measured_runs(server: str, tmp
         server, requests_failing_every(0, stall_at=5), rps=40, duration_s=0.75, warmup=2
     )
     open_clean = await open_loop(server, requests_failing_every(0), rps=20, duration_s=0.5, warmup=2)
+    # Rows whose verdict hangs on the tight 100 ms target get their latencies pinned well inside it: a
+    # busy machine may slow a 20 ms answer past 100 ms, and these rows test the verdict, not the timer.
+    quick = {"p50_ms": 25.0, "p95_ms": 40.0, "p99_ms": 45.0, "mean_ms": 27.0}
     runs = [
         # Same answers, held to two targets: met against the loosest, missed once stalled or failing.
         run_row("fake", "multimodal", clean),
         run_row("fake", "multimodal", open_clean),
         run_row("fake", "search", stalled),
-        run_row("fake", "search", failing),
+        run_row("fake", "search", dataclasses.replace(failing, **quick)),
         # A closed loop beyond 1000 req/s, and one even faster but with errors, which must not count.
-        run_row("fast", "by-id", dataclasses.replace(clean, concurrency=64, throughput_rps=1200.0)),
-        run_row("fast", "by-id", dataclasses.replace(failing, concurrency=128, throughput_rps=5000.0)),
+        run_row("fast", "by-id", dataclasses.replace(clean, concurrency=64, throughput_rps=1200.0, **quick)),
+        run_row(
+            "fast", "by-id", dataclasses.replace(failing, concurrency=128, throughput_rps=5000.0, **quick)
+        ),
     ]
     assert clean.p95_ms < SLA_MS["multimodal"]
     assert [r["meets_sla"] for r in runs] == [True, True, False, False, True, False]

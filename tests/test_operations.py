@@ -18,7 +18,7 @@ import pytest
 from service.catalogue.ingest import ingest
 from service.runtime import build_runtime
 from service.settings import load_settings
-from service.triton_local.launcher import free_port
+from service.triton_local.launcher import free_port, listens_on
 from tests.processes import start_service, stop
 
 PROMETHEUS = shutil.which("prometheus")
@@ -70,33 +70,45 @@ def prometheus(triton_service, local_triton, tmp_path_factory) -> Iterator[str]:
         ],
     }
     (folder / "prometheus.yml").write_bytes(msgspec.json.encode(config))  # JSON is valid YAML
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={folder / 'prometheus.yml'}",
-            f"--storage.tsdb.path={folder / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(folder / "prometheus.log").open("wb"),
-    )
-    url = f"http://127.0.0.1:{port}"
+    for attempt in range(3):  # a port taken by a process outside free_port's locks: try another
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={folder / 'prometheus.yml'}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(folder / "prometheus.log").open("wb"),
+        )
+        url = f"http://127.0.0.1:{port}"
+        if _wait_ready(process, f"{url}/-/ready", port, timeout_s=60):
+            break
+        process.terminate()
+        process.wait(timeout=30)
+        log = (folder / "prometheus.log").read_text()
+        if "address already in use" not in log.lower() or attempt == 2:
+            raise RuntimeError(log[-2000:])
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise RuntimeError((folder / "prometheus.log").read_text()[-2000:])
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str, port: int, timeout_s: float) -> bool:
+    """Until `url` answers 200 from `process` itself (not another server on the port); False if the
+    process exits, or another process listens there."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return listens_on(process.pid, port)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
 
 
 def _query(prometheus: str, promql: str) -> float | None:
@@ -151,6 +163,23 @@ def test_prometheus_scrapes_the_request_count_we_produced(triton_service, promet
     assert p95 is not None and 0 < p95 < 10
 
 
+def _wait_in_flight(base: str, at_least: int, timeout_s: float) -> float:
+    """Poll the façade's in-flight gauge until it reaches `at_least`; returns the last value read."""
+    deadline = time.monotonic() + timeout_s
+    value = 0.0
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        value = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("avs_http_requests_in_flight ")
+        )
+        if value >= at_least:
+            return value
+        time.sleep(0.01)
+    return value
+
+
 def test_sigterm_lets_in_flight_requests_finish_and_keeps_acknowledged_writes(
     real_repository, bangumi_documents, tmp_path
 ):
@@ -162,23 +191,42 @@ def test_sigterm_lets_in_flight_requests_finish_and_keeps_acknowledged_writes(
         "LOG_LEVEL": "INFO",
     }
     process = start_service(env, port, tmp_path / "service.log")
-    documents = [msgspec.to_builtins(d) for d in bangumi_documents[:64]]
+    base = f"http://127.0.0.1:{port}"
+    catalogue = [msgspec.to_builtins(d) for d in bangumi_documents[:80]]
+    with httpx.Client(base_url=base, timeout=300) as client:
+        # The upsert caught by the signal must still be running when it arrives (seconds of work)
+        # and end within the service's graceful-shutdown timeout (30 s), on an idle machine or one
+        # shared with other runs: its size is set from how long this machine takes now. The first
+        # upsert warms the encoder up; the second is timed.
+        for batch in (catalogue[:2], catalogue[2:6]):
+            started = time.monotonic()
+            assert client.post("/api/v1/admin/vectors/upsert", json={"documents": batch}).status_code == 200
+        per_document_s = (time.monotonic() - started) / 4
+    size = max(1, min(64, round(3.0 / per_document_s)))
+    documents = catalogue[6 : 6 + size]
     answer: dict = {}
 
     def upsert() -> None:
         response = httpx.post(
-            f"http://127.0.0.1:{port}/api/v1/admin/vectors/upsert", json={"documents": documents}, timeout=120
+            f"{base}/api/v1/admin/vectors/upsert", json={"documents": documents}, timeout=120
         )
         answer["status"], answer["body"] = response.status_code, response.json()
+        answer["at"] = time.monotonic()
 
     writer = threading.Thread(target=upsert)
     writer.start()
-    time.sleep(0.5)  # the upsert is now being embedded (64 documents take a few seconds)
+    # The signal goes once the upsert is being served: the in-flight gauge counts it and the scrape
+    # reading the gauge, so 2 (the documents take seconds to embed, a scrape milliseconds).
+    in_flight = _wait_in_flight(base, at_least=2, timeout_s=60)
+    assert in_flight >= 2, f"the upsert never showed in flight ({in_flight}); {answer}"
+    signalled_at = time.monotonic()
     process.send_signal(signal.SIGTERM)
     writer.join(timeout=120)
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells how it ended.
     assert process.wait(timeout=60) in (0, -signal.SIGTERM)
-    assert answer["status"] == 200 and answer["body"]["stored"] == 64
+    assert answer["status"] == 200 and answer["body"]["stored"] == len(documents)
+    # The answer came after the signal: the shutdown waited for the request it found in flight.
+    assert answer["at"] > signalled_at, "the upsert was answered before SIGTERM: nothing was in flight"
     log = (tmp_path / "service.log").read_text()
     assert '"event": "stopped"' in log  # the lifespan shutdown ran: engine and store closed
 
@@ -191,4 +239,4 @@ def test_sigterm_lets_in_flight_requests_finish_and_keeps_acknowledged_writes(
         finally:
             await runtime.close()
 
-    assert asyncio.run(count()) == 64  # and the store reopens cleanly
+    assert asyncio.run(count()) == 6 + len(documents)  # and the store reopens cleanly

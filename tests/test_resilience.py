@@ -2,8 +2,13 @@
 one modality down, the embedded store killed under writes.
 
 The façade runs as deployed (uvicorn); tritonserver is killed with SIGKILL or frozen with SIGSTOP
-under load and brought back, and the façade must recover by itself, with no restart. The time from
-the dependency's return to the first successful search is printed (`pytest -s`).
+under load and brought back, and the façade must recover by itself, with no restart.
+
+What is asserted is behaviour, the same on an idle or a loaded machine: every search during an
+outage is a 503 naming the dependency (a hang would end in the client's timeout instead), the
+circuit opens (its 503s say so) after at most `threshold` attempts and lets through at most one probe
+per `reset_s`, it closes again, and every search after the first success succeeds. How fast the
+503s come and how long recovery takes are measurements: `python -m benchmarks.resilience`.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from service.settings import load_settings
 from service.triton_local.launcher import LocalTriton, free_port
 from tests.builders import encode_image, synthetic_cover
 from tests.conftest import copy_index
-from tests.processes import ServiceThread, StallingServer, start_service, stop
+from tests.processes import Load, ServiceThread, StallingServer, start_service, stop
 
 pytestmark = pytest.mark.triton
 
@@ -60,34 +65,6 @@ def text_only_triton(real_repository: Path, tmp_path) -> Iterator[LocalTriton]:
         triton.cleanup()
 
 
-class Load(threading.Thread):
-    """Back-to-back searches, each recorded as (start time, status, seconds, error code)."""
-
-    def __init__(self, base: str) -> None:
-        super().__init__(daemon=True)
-        self.base = base
-        self.records: list[tuple[float, int, float, str | None]] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with httpx.Client(base_url=self.base, timeout=30) as client:
-            i = 0
-            while not self.stop.is_set():
-                started = time.monotonic()
-                try:
-                    response = client.post(
-                        "/api/v1/search", json={"query": f"giant robots {i % 7}", "limit": 5}
-                    )
-                except httpx.TransportError as exc:  # the façade itself is gone (the store test kills it)
-                    self.records.append((started, 0, time.monotonic() - started, type(exc).__name__))
-                    time.sleep(0.05)
-                    continue
-                code = response.json().get("error", {}).get("code") if response.status_code != 200 else None
-                self.records.append((started, response.status_code, time.monotonic() - started, code))
-                i += 1
-                time.sleep(0.02)
-
-
 def test_killed_triton_gives_fast_503s_and_recovery_needs_no_restart(
     real_repository, index, text_only_triton, tmp_path
 ):
@@ -98,6 +75,7 @@ def test_killed_triton_gives_fast_503s_and_recovery_needs_no_restart(
         "ENCODER_ENGINE": "triton",
         "TRITON_URL": text_only_triton.endpoints.grpc_url,
         "TRITON_TIMEOUT_S": "2",
+        "BREAKER_THRESHOLD": "5",
         "BREAKER_RESET_S": "1",
         "CACHE_ENABLED": "false",
     }
@@ -106,13 +84,14 @@ def test_killed_triton_gives_fast_503s_and_recovery_needs_no_restart(
     load = Load(base)
     try:
         load.start()
-        time.sleep(1.5)
+        load.wait_for(lambda a: a.status == 200, timeout_s=60)
         killed_at = time.monotonic()
         text_only_triton.kill()
-        time.sleep(4)
+        # Down: the attempts fail, then the open circuit refuses (an event, whatever the machine's pace).
+        load.wait_for(lambda a: a.start > killed_at and a.circuit == TRITON_CIRCUIT, timeout_s=60)
         assert_triton_degraded(base)
+        hold_outage(load, killed_at, settle_s=0.5)
 
-        restart_at = time.monotonic()
         restarted = LocalTriton(
             real_repository,
             workdir=tmp_path / "triton-again",
@@ -126,7 +105,7 @@ def test_killed_triton_gives_fast_503s_and_recovery_needs_no_restart(
         try:
             deadline = ready_at + 30
             while time.monotonic() < deadline and not any(
-                start > ready_at and status == 200 for start, status, _, _ in load.records
+                a.start > ready_at and a.status == 200 for a in load.records
             ):
                 time.sleep(0.1)
             load.stop.set()
@@ -137,40 +116,58 @@ def test_killed_triton_gives_fast_503s_and_recovery_needs_no_restart(
         load.stop.set()
         stop(service)
 
-    _, recovered, answered = check_outage(load, killed_at, ready_at, settle_s=0.5, slowest_s=2.5)
-    report(
-        "triton SIGKILL + restart",
-        f"server boot {ready_at - restart_at:.2f}s; first successful search answered "
-        f"{answered - ready_at:.2f}s after it was ready",
+    recovered = check_outage(
+        load, killed_at, ready_at, settle_s=0.5, circuit=TRITON_CIRCUIT, threshold=5, reset_s=1.0
     )
-    assert recovered - ready_at < 10
-    assert all(status == 200 for start, status, _, _ in load.records if start > recovered)
+    assert all(a.status == 200 for a in load.records if a.start > recovered)
+
+
+TRITON_CIRCUIT = f"triton:{TEXT_EMBEDDER}:1"
+# Searches answered during each outage before it ends: enough to see attempts and refusals.
+OUTAGE_SEARCHES = 5
+
+
+def hold_outage(load: Load, down_at: float, settle_s: float) -> None:
+    """Keep the dependency away until OUTAGE_SEARCHES searches sent once the outage had `settle_s` to
+    show have been answered, however slowly this machine answers them."""
+    load.wait_for(lambda a: a.start > down_at + settle_s, timeout_s=600, count=OUTAGE_SEARCHES)
 
 
 def check_outage(
-    load: Load, down_at: float, back_at: float, *, settle_s: float, slowest_s: float
-) -> tuple[list[float], float, float]:
+    load: Load,
+    down_at: float,
+    back_at: float,
+    *,
+    settle_s: float,
+    circuit: str,
+    threshold: int,
+    reset_s: float,
+    clients: int = 1,
+) -> float:
     """The searches of `load` around an outage from `down_at` to `back_at`: all succeeded before it;
     those sent once it had `settle_s` to show, and answered before its end, were 503s naming the
-    dependency, none slower than `slowest_s` (timeouts, never hangs), most at once (the open circuit).
-    Returns their sorted latencies, and when the first successful search after it was sent and answered.
+    dependency (never a hang: that would be the client's timeout), and the circuit did its job: most
+    were refused by it at once (their 503 names `circuit`), and the others, the attempts that reached
+    the dependency, were at most the `threshold` that open it plus one probe per `reset_s` after
+    (each as many times as `clients` sharing the circuit can have calls in flight at once).
+    Returns when the first successful search after the outage was sent.
     """
-    before = [r for r in load.records if r[0] + r[2] < down_at]
-    outage = [r for r in load.records if down_at + settle_s < r[0] and r[0] + r[2] < back_at]
-    after = [r for r in load.records if r[0] > back_at]
-    assert before and all(status == 200 for _, status, _, _ in before)
-    assert len(outage) >= 10
-    assert all(status == 503 and code == "dependency_unavailable" for _, status, _, code in outage)
-    fast = sorted(seconds for _, _, seconds, _ in outage)
-    assert fast[-1] < slowest_s, f"a search waited {fast[-1]:.2f}s on a dependency that was down"
-    assert fast[len(fast) // 2] < 0.1  # the open circuit answers at once
-    first = next(r for r in after if r[1] == 200)
-    return fast, first[0], first[0] + first[2]
-
-
-def report(what: str, line: str) -> None:
-    """Recovery times go to the terminal (`pytest -s`): the numbers the resilience notes quote."""
-    print(f"\n[resilience] {what}: {line}", flush=True)
+    before = [a for a in load.records if a.start + a.seconds < down_at]
+    outage = [a for a in load.records if down_at + settle_s < a.start and a.start + a.seconds < back_at]
+    after = [a for a in load.records if a.start > back_at]
+    assert before and all(a.status == 200 for a in before)
+    assert len(outage) >= OUTAGE_SEARCHES, f"only {len(outage)} searches during the outage"
+    assert all(a.status == 503 and a.code == "dependency_unavailable" for a in outage), outage
+    refused = [a for a in outage if a.circuit == circuit]
+    attempts = [a for a in outage if a.circuit is None]
+    assert len(refused) + len(attempts) == len(outage), {a.circuit for a in outage}
+    span = outage[-1].start + outage[-1].seconds - outage[0].start
+    assert refused, "the circuit never opened"
+    allowed = threshold + clients - 1 + (span / reset_s + 1) * clients
+    assert len(attempts) <= allowed, (len(attempts), len(refused), span)
+    successes = [a for a in after if a.status == 200]
+    assert successes, "no search succeeded after the dependency came back"
+    return successes[0].start
 
 
 def assert_triton_degraded(base: str) -> None:
@@ -218,22 +215,23 @@ def test_hung_triton_times_out_opens_the_circuit_and_recovers_on_sigcont(
     frozen = False
     try:
         load.start()
-        time.sleep(1.5)
+        load.wait_for(lambda a: a.status == 200, timeout_s=60)
         stopped_at = time.monotonic()
         os.kill(server, signal.SIGSTOP)
         frozen = True
-        time.sleep(3)
-        health_started = time.monotonic()
+        # Hung, the attempts time out (a 503 without the circuit), then the circuit refuses.
+        load.wait_for(lambda a: a.start > stopped_at and a.circuit == TRITON_CIRCUIT, timeout_s=60)
+        # Three roles probed in turn, each bounded by the timeout: health answers (the client's
+        # 30 s timeout would fail it) and says what is down.
         assert_triton_degraded(base)
-        # Three roles probed in turn, each bounded by the timeout: health never hangs either.
-        assert time.monotonic() - health_started < 2 * (3 * timeout_s + 1)
+        hold_outage(load, stopped_at, settle_s=0.2)
 
         resumed_at = time.monotonic()
         os.kill(server, signal.SIGCONT)
         frozen = False
         deadline = resumed_at + 30
         while time.monotonic() < deadline and not any(
-            start > resumed_at and status == 200 for start, status, _, _ in load.records
+            a.start > resumed_at and a.status == 200 for a in load.records
         ):
             time.sleep(0.05)
         time.sleep(1)  # a little steady traffic after the recovery
@@ -249,17 +247,10 @@ def test_hung_triton_times_out_opens_the_circuit_and_recovers_on_sigcont(
         load.stop.set()
         stop(service)
 
-    fast, recovered, answered = check_outage(
-        load, stopped_at, resumed_at, settle_s=0.2, slowest_s=timeout_s + 1
+    recovered = check_outage(
+        load, stopped_at, resumed_at, settle_s=0.2, circuit=TRITON_CIRCUIT, threshold=3, reset_s=reset_s
     )
-    slowest = fast[-1]
-    report(
-        "triton SIGSTOP/SIGCONT",
-        f"first successful search answered {answered - resumed_at:.2f}s after SIGCONT "
-        f"(slowest 503 while hung {slowest:.2f}s, median {fast[len(fast) // 2] * 1000:.1f}ms)",
-    )
-    assert answered - resumed_at < reset_s + 5
-    assert all(status == 200 for start, status, _, _ in load.records if start > recovered)
+    assert all(a.status == 200 for a in load.records if a.start > recovered)
 
 
 def test_one_modality_down_answers_with_the_other(real_repository, index, text_only_triton, tmp_path):
@@ -301,14 +292,16 @@ async def test_an_unreachable_qdrant_answers_503_fast_and_health_says_down(real_
         breaker_reset_s=30,
     )
     async with AsyncTestClient(create_app(settings)) as client:
-        timings = []
+        circuits = []
         for _ in range(8):
-            started = time.monotonic()
             response = await client.post("/api/v1/search", json={"query": "robots"})
-            timings.append(time.monotonic() - started)
             assert response.status_code == 503
-            assert response.json()["error"]["details"]["dependency"] == "qdrant"
-        assert max(timings[6:]) < 0.1  # circuit open: no more connection attempts
+            details = response.json()["error"]["details"]
+            assert details["dependency"] == "qdrant"
+            circuits.append(details.get("circuit"))
+        # At most `threshold` searches try the store (start-up's own calls may count first); then
+        # the open circuit refuses at once, with no more connection attempts, until reset_s.
+        assert circuits[settings.breaker_threshold :] == ["qdrant"] * (8 - settings.breaker_threshold)
         write = await client.post(
             "/api/v1/admin/vectors/upsert", json={"documents": [{"anime_id": "a", "title": "A"}]}
         )
@@ -351,7 +344,9 @@ def test_embedded_store_killed_under_write_load_keeps_every_acknowledged_upsert(
     searches = Load(base)
     for thread in [*writers, searches]:
         thread.start()
-    deadline = time.monotonic() + 60
+    # The kill waits for an event (60 writes acknowledged), with a deadline only a broken run reaches:
+    # on a machine shared with other runs, embedding is several times slower than alone.
+    deadline = time.monotonic() + 600
     while len(acknowledged) < 60 and time.monotonic() < deadline:
         time.sleep(0.05)
     process.kill()
@@ -362,7 +357,7 @@ def test_embedded_store_killed_under_write_load_keeps_every_acknowledged_upsert(
         thread.join(timeout=30)
     assert len(acknowledged) >= 60, "the writers were too slow to test anything"
     assert len(acknowledged) < len(documents), "the kill came after every write: nothing was in flight"
-    assert any(status == 200 for _, status, _, _ in searches.records)
+    assert any(a.status == 200 for a in searches.records)
 
     restarted = start_service(env, port, tmp_path / "service-2.log")
     try:
@@ -454,24 +449,19 @@ def test_store_outage_under_load_gives_fast_503s_loses_no_acknowledged_upsert_an
         for thread in [searches, *writers]:
             thread.start()
         # The outage starts once searches and writes have been answered, however slow the machine.
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline and not (
-            any(status == 200 for _, status, _, _ in searches.records)
-            and all(w.acknowledged for w in writers)
+            any(a.status == 200 for a in searches.records) and all(w.acknowledged for w in writers)
         ):
             time.sleep(0.05)
-        time.sleep(0.5)
         down_at = time.monotonic()
         embedded = service.run(_swap_store_client(service.runtime, dead))
-        time.sleep(1.5)
-        # The store call itself fails at once, open circuit or probe to a refusing port (a search
-        # still spends its query encoding first, so its own latency is the encoder's).
+        # The outage is under way once the store's circuit refuses a search (after `threshold` failed
+        # calls); from then on it is never closed while the store is away (open, or half-open probing).
+        searches.wait_for(lambda a: a.start > down_at and a.circuit == "qdrant", timeout_s=60)
         assert service.run(service.runtime.breakers.states())["qdrant"] != "closed"
-        ping_started = time.monotonic()
         with pytest.raises(DependencyUnavailable, match="qdrant"):
             service.run(service.runtime.store.ping())
-        ping_s = time.monotonic() - ping_started
-        assert ping_s < 0.1, ping_s
         with httpx.Client(base_url=service.base, timeout=30) as client:
             for path in ("/health", "/api/v1/admin/health"):
                 response = client.get(path)
@@ -481,12 +471,17 @@ def test_store_outage_under_load_gives_fast_503s_loses_no_acknowledged_upsert_an
                 assert health["components"]["store"]["status"] == "down", (path, health)
                 assert "qdrant" in health["components"]["store"]["detail"], (path, health)
                 assert health["components"]["circuit:qdrant"]["status"] == "down", (path, health)
-        time.sleep(2)
+        hold_outage(searches, down_at, settle_s=0.5)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not any(
+            r[0] > down_at + 0.5 for w in writers for r in list(w.records)
+        ):
+            time.sleep(0.05)  # and a write refused during it
         up_at = time.monotonic()
         service.run(_swap_store_client(service.runtime, embedded))
         deadline = up_at + 20
         while time.monotonic() < deadline and not (
-            any(start > up_at and status == 200 for start, status, _, _ in searches.records)
+            any(a.start > up_at and a.status == 200 for a in searches.records)
             and any(start > up_at and status == 200 for w in writers for start, status, _, _ in w.records)
         ):
             time.sleep(0.05)
@@ -519,30 +514,10 @@ def test_store_outage_under_load_gives_fast_503s_loses_no_acknowledged_upsert_an
     assert any(stored for start, _, seconds, stored in writes if start + seconds < down_at)
     assert any(stored for start, _, _, stored in writes if start > up_at)
 
-    before = [r for r in searches.records if r[0] + r[2] < down_at]
-    outage = [r for r in searches.records if down_at + 0.5 < r[0] and r[0] + r[2] < up_at]
-    after = [r for r in searches.records if r[0] > up_at]
-    assert before and all(status == 200 for _, status, _, _ in before)
-    assert len(outage) >= 5
-    assert all(status == 503 and code == "dependency_unavailable" for _, status, _, code in outage)
-    normal = sorted(seconds for _, _, seconds, _ in before)[len(before) // 2]
-    failing = sorted(seconds for _, _, seconds, _ in outage)[len(outage) // 2]
-    # Nothing waits on the dead store, and while its circuit is open a search is refused before its
-    # query is encoded: the 503 costs far less than a normal search.
-    assert max(seconds for _, _, seconds, _ in outage) < settings.qdrant_timeout_s
-    assert failing < 0.1, (failing, normal)
-    recovered = next(start for start, status, _, _ in after if status == 200)
-    answered = next(start + seconds for start, status, seconds, _ in after if status == 200)
-    write_back = min(start + seconds for start, _, seconds, stored in writes if start > up_at and stored)
-    report(
-        "store outage (endpoint unreachable) -> back",
-        f"first successful search answered {answered - up_at:.2f}s and first acknowledged upsert "
-        f"{write_back - up_at:.2f}s after the store returned; {len(acknowledged)} upserts acknowledged, "
-        f"{len(during)} refused during the outage, none lost; median search {normal * 1000:.0f}ms "
-        f"before, {failing * 1000:.0f}ms for a 503 during (store call refused in {ping_s * 1000:.1f}ms)",
+    recovered = check_outage(
+        searches, down_at, up_at, settle_s=0.5, circuit="qdrant", threshold=3, reset_s=reset_s, clients=3
     )
-    assert answered - up_at < reset_s + 3
-    assert all(status == 200 for start, status, _, _ in after if start > recovered)
+    assert all(a.status == 200 for a in searches.records if a.start > recovered)
 
 
 @pytest.mark.parametrize("mode", ["silent", "trickle"])
@@ -567,26 +542,29 @@ def test_a_stalling_qdrant_times_out_within_qdrant_timeout(real_repository, mode
         )
         service = ServiceThread(settings, free_port()).start()
         try:
-            with httpx.Client(base_url=service.base, timeout=10 * timeout_s + 5) as client:
-                timings = []
-                for _ in range(6):
-                    started = time.monotonic()
+            # The client's own timeout is the hang detector: without the store call's deadline a
+            # trickled answer never ends, and this client gives up long before that.
+            with httpx.Client(base_url=service.base, timeout=30 * timeout_s) as client:
+                circuits = []
+                for i in range(6):
                     response = client.post("/api/v1/search", json={"query": "robots"})
-                    timings.append(time.monotonic() - started)
                     assert response.status_code == 503, response.text
-                    assert response.json()["error"]["details"]["dependency"] == "qdrant"
-                assert stalling.accepted >= 1  # the calls really went to the stalling endpoint
-                assert max(timings) < timeout_s + 1.5, timings
-                assert max(timings[3:]) < 0.1, timings  # circuit open: no more waiting
-                started = time.monotonic()
+                    details = response.json()["error"]["details"]
+                    assert details["dependency"] == "qdrant"
+                    circuits.append(details.get("circuit"))
+                    if i == 2:
+                        accepted = stalling.accepted
+                assert accepted >= 1  # the calls really went to the stalling endpoint
+                # After three timed-out calls the circuit is open: the rest are refused by it and
+                # never reach the endpoint (no new connection).
+                assert circuits[3:] == ["qdrant"] * 3, circuits
+                assert stalling.accepted == accepted
                 write = client.post(
                     "/api/v1/admin/vectors/upsert", json={"documents": [{"anime_id": "a", "title": "A"}]}
                 )
                 assert write.status_code == 503  # refused, so not acknowledged
                 health = client.get("/health")
                 assert health.status_code == 503 and health.json()["components"]["store"]["status"] == "down"
-                assert time.monotonic() - started < timeout_s + 1.5
         finally:
             stalling.close()  # ends any call still stuck on it, so the server can shut down
             service.stop()
-    report(f"stalling store ({mode})", "searches: " + ", ".join(f"{t:.2f}s" for t in timings))

@@ -229,13 +229,11 @@ async def test_per_address_limits_ignore_forwarded_for_from_untrusted_peers(real
         assert codes[:3] == [404, 404, 404] and codes[3:] == [429, 429]
 
 
-async def test_rate_limits_are_shared_by_replicas_through_redis(
-    real_repository, index, redis_server, tmp_path
-):
+async def test_rate_limits_are_shared_by_replicas_through_redis(real_repository, index, redis_url, tmp_path):
     def replica(name: str):
         # Each replica its own local store folder (one writer per folder); Redis is what they share.
         folder = copy_index(index, tmp_path / name)
-        limits = {"api_keys": KEYS, "rate_limit_search": "0.2/4", "redis_url": redis_server.url}
+        limits = {"api_keys": KEYS, "rate_limit_search": "0.2/4", "redis_url": redis_url}
         return create_app(_settings(real_repository, folder, **limits))
 
     async with AsyncTestClient(replica("a")) as first, AsyncTestClient(replica("b")) as second:

@@ -8,7 +8,9 @@ model.onnx through `onnx_model.py`.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
@@ -49,10 +51,99 @@ def _pytriton_dist() -> tuple[Path, Path]:
     return dist, libs
 
 
+# Ports handed out by `free_port`, each held by an advisory lock for the life of this process.
+_PORT_LOCKS: dict[int, int] = {}
+_PORT_LOCK_DIR = Path(tempfile.gettempdir()) / "avs-ports"
+# Below the kernel's ephemeral range: a port there is never given to an outgoing connection's source or
+# to another program's bind(0), the two ways a port found free is taken before the child binds it.
+_FIRST_PORT = 10000
+
+
+class PortTaken(TritonLaunchError):
+    """A child could not listen on the port it was given, or another process answers there."""
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A port for a child process to listen on (or, unused, a port where nothing listens).
+
+    Binding port 0 and closing the socket hands out a port that anything may take before the child
+    binds it. Instead: a port below the ephemeral range, free now, and locked (`flock` on a file named
+    after it) so no other process using this function, a parallel test run included, is given it
+    while this process lives. The health waits then check that the child itself answers (`listens_on`).
+    """
+    _PORT_LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    ceiling = _ephemeral_floor()
+    if ceiling - _FIRST_PORT < 1000:  # an unusual port range: fall back to the kernel's choice
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    for _ in range(1000):
+        port = random.randrange(_FIRST_PORT, ceiling)
+        if port in _PORT_LOCKS:
+            continue
+        fd = os.open(_PORT_LOCK_DIR / f"{port}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another live process holds it
+            os.close(fd)
+            continue
+        if _bindable(port):
+            _PORT_LOCKS[port] = fd
+            return port
+        os.close(fd)  # in use by something that does not take our locks
+    raise PortTaken(f"no free port found between {_FIRST_PORT} and {ceiling}")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on `port` (any address, IPv4 or IPv6), from /proc/net."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; field 9 the inode.
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` holds the socket listening on `port`: that the answer on a port we
+    handed a child comes from that child, not from whatever else took the port."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return False
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed while we looked
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
 
 
 def prepare_cpu_repository(
@@ -135,6 +226,8 @@ class LocalTriton:
         self.model_repository = Path(model_repository)
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="local-triton-"))
+        # Ports we chose may be chosen again if another process took one first; given ones may not.
+        self._chosen_ports = not (http_port or grpc_port or metrics_port)
         self.endpoints = TritonEndpoints(
             http_port or free_port(), grpc_port or free_port(), metrics_port or free_port()
         )
@@ -169,7 +262,19 @@ class LocalTriton:
         env.setdefault("OMP_NUM_THREADS", str(self.ort_threads or os.cpu_count() or 1))
         return env
 
-    def start(self, timeout_s: float = 180.0) -> LocalTriton:
+    def start(self, timeout_s: float = 180.0, attempts: int = 3) -> LocalTriton:
+        """Start and wait until ready; on a port collision, again on fresh ports (when we chose them)."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout_s)
+            except PortTaken:
+                self.stop()
+                if not self._chosen_ports or attempt == attempts - 1:
+                    raise
+                self.endpoints = TritonEndpoints(free_port(), free_port(), free_port())
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_s: float) -> LocalTriton:
         dist, _ = _pytriton_dist()
         repository = self.workdir / "model_repository"
         self.loaded = prepare_cpu_repository(
@@ -204,18 +309,27 @@ class LocalTriton:
         url = f"http://{self.endpoints.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise TritonLaunchError(
-                    f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
+                tail = self.log_tail()
+                error = PortTaken if "address already in use" in tail.lower() else TritonLaunchError
+                raise error(f"tritonserver exited with {self.process.returncode}:\n{tail}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
+                        self._check_ports_are_ours()
                         return
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.25)
         self.stop()
         raise TritonLaunchError(f"tritonserver not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
+
+    def _check_ports_are_ours(self) -> None:
+        """A 200 on the port proves only that something answers: check our tritonserver holds all three."""
+        assert self.process is not None
+        e = self.endpoints
+        taken = [p for p in (e.http_port, e.grpc_port, e.metrics_port) if not listens_on(self.process.pid, p)]
+        if taken:
+            raise PortTaken(f"another process listens on port(s) {taken} given to tritonserver")
 
     def log_tail(self, lines: int = 40) -> str:
         try:
