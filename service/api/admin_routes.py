@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Response, delete, get, post
+from litestar import Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
-from litestar.types import Guard
 
 from service.admin import versions
 from service.admin.operations import AdminService
 from service.admin.versions import PromotionView, TextVersionsView
+from service.api.controllers import ApiController
 from service.api.errors import error_responses
 from service.api.search_routes import AnimeIdPath
 from service.schemas import DeleteResponse, ReindexJobView, ReindexRequest, UpsertRequest, UpsertResponse
-from service.security.guards import limit_rate, requires_role
 
 
 def provide_admin(state: State) -> AdminService:
@@ -36,11 +35,8 @@ class PromoteRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ]
 
 
-class AdminController(Controller):
-    path = "/api/v1/admin"
-    tags: ClassVar[list[str]] = ["admin"]
-    # An admin key; without keys configured, a client on this machine (ADMIN_ALLOW_REMOTE_WITHOUT_KEYS).
-    guards: ClassVar[list[Guard]] = [requires_role("admin"), limit_rate("admin")]
+class AdminController(ApiController, part="admin", role="admin"):
+    """An admin key; without keys configured, a client on this machine (ADMIN_ALLOW_REMOTE_WITHOUT_KEYS)."""
 
     @post(
         "/vectors/upsert",

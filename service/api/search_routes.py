@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
-from litestar.types import Guard
 
+from service.api.controllers import ApiController
 from service.api.errors import error_responses
 from service.domain.rollout import Caller
 from service.schemas import (
@@ -19,7 +19,6 @@ from service.schemas import (
     SearchResponse,
 )
 from service.search.search_service import SearchService
-from service.security.guards import limit_rate, requires_role
 
 AnimeIdPath = Annotated[
     str,
@@ -29,11 +28,7 @@ AnimeIdPath = Annotated[
 ]
 
 
-class SearchController(Controller):
-    path = "/api/v1/search"
-    tags: ClassVar[list[str]] = ["search"]
-    guards: ClassVar[list[Guard]] = [requires_role("search"), limit_rate("search")]
-
+class SearchController(ApiController, part="search", role="search"):
     @post(
         "/",
         status_code=200,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
-from litestar.types import Guard
 
+from service.api.controllers import ApiController
 from service.api.errors import error_responses
 from service.api.search_routes import AnimeIdPath
 from service.domain.documents import AnimeStatus, AnimeType
@@ -22,7 +22,6 @@ from service.schemas import (
     SimilarityResponse,
 )
 from service.search.similarity import SimilarityService
-from service.security.guards import limit_rate, requires_role
 
 LimitQuery = Annotated[int, QueryParameter(ge=1, le=100, description="How many results (1..100).")]
 YearQuery = Annotated[int | None, QueryParameter(ge=1900, le=2100)]
@@ -41,11 +40,7 @@ def _filters(
     return msgspec.convert(present, SearchFilters) if present else None
 
 
-class SimilarityController(Controller):
-    path = "/api/v1/similarity"
-    tags: ClassVar[list[str]] = ["similarity"]
-    guards: ClassVar[list[Guard]] = [requires_role("search"), limit_rate("search")]
-
+class SimilarityController(ApiController, part="similarity", role="search"):
     @get(
         "/{kind:str}/{anime_id:str}",
         summary="Anime similar to one anime: kind = anime (content), visual (pictures), vector (all)",

@@ -15,7 +15,7 @@ This module may import the cache backends, the encoders' value types and the met
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -56,23 +56,16 @@ class QueryEncoder(Protocol):
     async def embed(self, query: str) -> QueryEmbedding: ...
 
 
+@dataclass(eq=False)
 class SearchCache:
     """The two kinds of entries on one backend; counts hits and misses; a no-op when disabled."""
 
-    def __init__(
-        self,
-        backend: CacheBackend,
-        metrics: Metrics,
-        *,
-        result_ttl_s: float,
-        embedding_ttl_s: float,
-        enabled: bool = True,
-    ) -> None:
-        self.backend = backend
-        self.metrics = metrics
-        self.result_ttl_s = result_ttl_s
-        self.embedding_ttl_s = embedding_ttl_s
-        self.enabled = enabled
+    backend: CacheBackend
+    metrics: Metrics
+    _: KW_ONLY
+    result_ttl_s: float
+    embedding_ttl_s: float
+    enabled: bool = True
 
     # -- embeddings -------------------------------------------------------------------------------
 

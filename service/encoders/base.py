@@ -4,8 +4,9 @@ Engines know nothing about tokens or pixels (that is the encoders' job), so the 
 code serves Triton and in-process ONNX Runtime, and tests swap engines, not mocks.
 
 The wrappers around an engine (`guarded.GuardedEngine`: circuit breakers; `instrumented.InstrumentedEngine`:
-metrics) subclass this protocol and write out every method, so a reader and a type checker see the
-whole interface; nothing reaches the wrapped engine by attribute forwarding.
+metrics) subclass `EngineWrapper`, which writes out every method of the interface as a plain call to
+the wrapped engine, so a reader and a type checker see the whole interface; nothing reaches the
+wrapped engine by attribute forwarding, and a wrapper overrides only the method it changes.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+#: A model's named input tensors, and the named outputs one call returns.
+Tensors = Mapping[str, np.ndarray]
+Outputs = dict[str, np.ndarray]
+
 
 @runtime_checkable
 class InferenceEngine(Protocol):
     #: "onnx" or "triton": reported in service info and query_info.
     name: str
 
-    async def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
-    ) -> dict[str, np.ndarray]:
+    async def infer(self, model: str, inputs: Tensors, outputs: Sequence[str]) -> Outputs:
         """Run `model` once; raise DependencyUnavailable when the engine cannot answer."""
         ...
 
@@ -34,3 +37,24 @@ class InferenceEngine(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class EngineWrapper(InferenceEngine):
+    """An engine around another one, under its name: every call goes to the wrapped engine unchanged
+    until a subclass overrides it."""
+
+    def __init__(self, engine: InferenceEngine) -> None:
+        self.inner = engine
+        self.name = engine.name
+
+    async def infer(self, model: str, inputs: Tensors, outputs: Sequence[str]) -> Outputs:
+        return await self.inner.infer(model, inputs, outputs)
+
+    async def model_ready(self, model: str) -> bool:
+        return await self.inner.model_ready(model)
+
+    def max_batch_size(self, model: str) -> int:
+        return self.inner.max_batch_size(model)
+
+    async def close(self) -> None:
+        await self.inner.close()

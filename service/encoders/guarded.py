@@ -6,34 +6,20 @@ see recovery even while the circuit is open.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-import numpy as np
-
-from service.encoders.base import InferenceEngine
+from service.encoders.base import EngineWrapper, InferenceEngine, Outputs, Tensors
 from service.platform.resilience import Breakers
 
 
-class GuardedEngine(InferenceEngine):
+class GuardedEngine(EngineWrapper):
     """An engine whose inference calls go through the breaker of their model (`<engine>:<model>`)."""
 
     def __init__(self, engine: InferenceEngine, breakers: Breakers) -> None:
-        self.inner = engine
+        super().__init__(engine)
         self.breakers = breakers
-        self.name = engine.name
 
-    async def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
-    ) -> dict[str, np.ndarray]:
+    async def infer(self, model: str, inputs: Tensors, outputs: Sequence[str]) -> Outputs:
         return await self.breakers.call(
             f"{self.name}:{model}", self.name, lambda: self.inner.infer(model, inputs, outputs)
         )
-
-    async def model_ready(self, model: str) -> bool:
-        return await self.inner.model_ready(model)
-
-    def max_batch_size(self, model: str) -> int:
-        return self.inner.max_batch_size(model)
-
-    async def close(self) -> None:
-        await self.inner.close()

@@ -9,25 +9,18 @@ from PIL import Image
 
 from service.domain.manifest import ModelManifest
 from service.encoders.base import InferenceEngine
+from service.encoders.manifested import ManifestedEncoder
 from service.images.preprocessing import preprocess_batch
 
 
-class ImageEncoder:
+class ImageEncoder(ManifestedEncoder):
     def __init__(self, manifest: ModelManifest, engine: InferenceEngine) -> None:
         if manifest.kind != "image" or manifest.image is None:
             raise ValueError(f"{manifest.role} is not an image model")
-        self.manifest = manifest
+        super().__init__(manifest)
         self.spec = manifest.image
         self.engine = engine
         self.output = manifest.dense_output
-
-    @property
-    def role(self) -> str:
-        return self.manifest.role
-
-    @property
-    def dim(self) -> int:
-        return self.manifest.dim
 
     async def encode(self, images: list[Image.Image]) -> np.ndarray:
         """[len(images), dim] embeddings; resizing runs off the event loop (it is CPU work)."""

@@ -7,27 +7,22 @@ The series are the platform's (`service.platform.metrics.Metrics`); what a model
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-
-import numpy as np
+from collections.abc import Sequence
 
 from service.domain.manifest import split_ref
-from service.encoders.base import InferenceEngine
+from service.encoders.base import EngineWrapper, InferenceEngine, Outputs, Tensors
 from service.platform.errors import DependencyUnavailable
 from service.platform.metrics import Metrics
 
 
-class InstrumentedEngine(InferenceEngine):
+class InstrumentedEngine(EngineWrapper):
     """Wraps any engine: same interface, every `infer` observed in the encoder metrics."""
 
     def __init__(self, engine: InferenceEngine, metrics: Metrics) -> None:
-        self.inner = engine
+        super().__init__(engine)
         self.metrics = metrics
-        self.name = engine.name
 
-    async def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
-    ) -> dict[str, np.ndarray]:
+    async def infer(self, model: str, inputs: Tensors, outputs: Sequence[str]) -> Outputs:
         started = time.perf_counter()
         role, version = split_ref(model)
         tag = str(version or "")
@@ -41,12 +36,3 @@ class InstrumentedEngine(InferenceEngine):
         rows = next(iter(inputs.values())).shape[0] if inputs else 0
         self.metrics.encoder_batch.labels(self.name, role, tag).observe(rows)
         return result
-
-    async def model_ready(self, model: str) -> bool:
-        return await self.inner.model_ready(model)
-
-    def max_batch_size(self, model: str) -> int:
-        return self.inner.max_batch_size(model)
-
-    async def close(self) -> None:
-        await self.inner.close()

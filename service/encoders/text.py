@@ -11,6 +11,7 @@ import numpy as np
 from service.domain.manifest import ModelManifest, model_ref
 from service.domain.sparse import SparseVector
 from service.encoders.base import InferenceEngine
+from service.encoders.manifested import ManifestedEncoder
 from service.encoders.sparse import lexical_weights
 from service.encoders.tokenization import TextTokenizer
 
@@ -25,7 +26,7 @@ class TextEmbeddings:
     truncated: list[bool]
 
 
-class TextEncoder:
+class TextEncoder(ManifestedEncoder):
     def __init__(
         self,
         manifest: ModelManifest,
@@ -38,20 +39,12 @@ class TextEncoder:
         """`version`: which version of the role the engine runs (None: the one it serves)."""
         if manifest.kind != "text" or manifest.tokenizer is None:
             raise ValueError(f"{manifest.role} is not a text model")
-        self.manifest = manifest
+        super().__init__(manifest)
         self.model = model_ref(manifest.role, version)
         self.engine = engine
         self.tokenizer = TextTokenizer(directory, manifest.tokenizer, max_tokens)
         self.dense_output = manifest.dense_output
         self.outputs = [self.dense_output] + (["sparse"] if manifest.has_sparse else [])
-
-    @property
-    def role(self) -> str:
-        return self.manifest.role
-
-    @property
-    def dim(self) -> int:
-        return self.manifest.dim
 
     def prompt(self, kind: TextKind) -> str:
         return self.manifest.prompts.query if kind == "query" else self.manifest.prompts.document

@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from service.domain.vectors import IMAGE_VECTORS
 from service.platform.errors import DependencyUnavailable
@@ -19,6 +19,7 @@ from service.runtime import Runtime, TextModel
 from service.schemas import MultimodalSearchRequest, SearchResponse
 from service.search.fusion import Candidate, RankedList, fuse
 from service.search.query_encoders import QueryEncoders
+from service.search.questions import RequestQuestion
 from service.search.results import documented_results, search_answer
 from service.search.text_lists import TextLists
 from service.search.text_mode import choose_text_mode, lexical_indexed
@@ -27,20 +28,10 @@ from service.store.types import VectorQuery
 
 
 @dataclass(frozen=True)
-class MultimodalQuestion:
+class MultimodalQuestion(RequestQuestion[MultimodalSearchRequest]):
     """`query`: the request's text, checked (None when only a picture was given)."""
 
-    request: MultimodalSearchRequest
-    query: str | None
-    model: TextModel
-
-    @property
-    def cache_endpoint(self) -> str:
-        return f"search/multimodal@text:{self.model.version}"
-
-    @property
-    def cache_request(self) -> MultimodalSearchRequest:
-        return self.request
+    endpoint: ClassVar[str] = "search/multimodal"
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 from service.domain.composition import normalize_query
 from service.platform.errors import InvalidInput
@@ -13,6 +14,7 @@ from service.schemas import AnimeResult, SearchRequest, SearchResponse
 from service.search.fused_search import fused_hits
 from service.search.fusion import TEXT_FUSION, TEXT_WEIGHTS, Candidate, RankedList, fuse_confident
 from service.search.query_encoders import QueryEncoders
+from service.search.questions import RequestQuestion
 from service.search.results import documented_results, hit_result, search_answer
 from service.search.text_lists import TextLists
 from service.search.text_mode import choose_text_mode, lexical_indexed
@@ -29,21 +31,11 @@ def checked_query(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class TextQuestion:
+class TextQuestion(RequestQuestion[SearchRequest]):
     """A text search as its use case gets it: the request, its checked query, the version answering."""
 
-    request: SearchRequest
+    endpoint: ClassVar[str] = "search"
     query: str
-    model: TextModel
-
-    @property
-    def cache_endpoint(self) -> str:
-        # Clients of two versions asking the same get their own version's answer.
-        return f"search@text:{self.model.version}"
-
-    @property
-    def cache_request(self) -> SearchRequest:
-        return self.request
 
 
 class TextSearch:

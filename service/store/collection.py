@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -28,6 +29,7 @@ from service.store.params import IndexParams
 from service.store.types import VectorSchema
 
 
+@dataclass(eq=False)
 class Collection:
     """The aliased collection and the state the store keeps about it.
 
@@ -37,27 +39,18 @@ class Collection:
     swap). `params`: the index settings searches use, the live collection's once it was read.
     """
 
-    def __init__(
-        self,
-        backend: Backend,
-        guard: StoreGuard,
-        alias: str,
-        schema: VectorSchema,
-        params: IndexParams,
-        written: Callable[[], Awaitable[None]],
-    ) -> None:
-        self._backend = backend
-        self._guard = guard
-        self.alias = alias
-        self.schema = schema
-        self.params = params
-        # Awaited after an alias swap: every point may have changed (cache invalidation).
-        self._written = written
-        self.ready = False
-        self.missing: frozenset[str] = frozenset()
-        self.checked = False
-        self._calibrations: dict[str, Calibration | None] = {}
-        self._init_lock = asyncio.Lock()
+    _backend: Backend
+    _guard: StoreGuard
+    alias: str
+    schema: VectorSchema
+    params: IndexParams
+    # Awaited after an alias swap: every point may have changed (cache invalidation).
+    _written: Callable[[], Awaitable[None]]
+    ready: bool = field(default=False, init=False)
+    missing: frozenset[str] = field(default=frozenset(), init=False)
+    checked: bool = field(default=False, init=False)
+    _calibrations: dict[str, Calibration | None] = field(default_factory=dict, init=False)
+    _init_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     async def ensure_ready(self) -> None:
         """Create the aliased collection on first use, or check the existing one fits the models."""

@@ -5,6 +5,7 @@ Read-only views, assembled from the collection's description, its recorded setti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -17,12 +18,12 @@ from service.store.guard import StoreGuard
 from service.store.reads import Reads
 
 
+@dataclass(eq=False)
 class Overview:
-    def __init__(self, backend: Backend, guard: StoreGuard, collection: Collection, reads: Reads) -> None:
-        self._backend = backend
-        self._guard = guard
-        self._collection = collection
-        self._reads = reads
+    _backend: Backend
+    _guard: StoreGuard
+    _collection: Collection
+    _reads: Reads
 
     async def collection_info(self, collection: str | None = None) -> dict[str, Any]:
         alias = self._collection.alias

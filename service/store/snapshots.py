@@ -8,6 +8,7 @@ collection's schema is checked again before the next use.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from service.platform.errors import ServiceError
@@ -20,18 +21,13 @@ class NotSupported(ServiceError, status_code=501, code="not_supported"):
     pass
 
 
+@dataclass(eq=False)
 class Snapshots:
-    def __init__(
-        self,
-        backend: Backend,
-        guard: StoreGuard,
-        collection: Collection,
-        written: Callable[[], Awaitable[None]],
-    ) -> None:
-        self._backend = backend
-        self._guard = guard
-        self._collection = collection
-        self._written = written
+    _backend: Backend
+    _guard: StoreGuard
+    _collection: Collection
+    # Awaited after a restore: every point may have changed (cache invalidation).
+    _written: Callable[[], Awaitable[None]]
 
     def _require_server(self, what: str) -> None:
         if self._backend.is_embedded:

@@ -8,6 +8,7 @@ the live collection is announced (`written`: the answer cache moves on).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from qdrant_client import models
@@ -35,22 +36,15 @@ def structs(
     ]
 
 
+@dataclass(eq=False)
 class Writes:
-    def __init__(
-        self,
-        backend: Backend,
-        guard: StoreGuard,
-        collection: Collection,
-        reads: Reads,
-        dual: DualWrites,
-        written: Callable[[], Awaitable[None]],
-    ) -> None:
-        self._backend = backend
-        self._guard = guard
-        self._collection = collection
-        self._reads = reads
-        self._dual = dual
-        self._written = written
+    _backend: Backend
+    _guard: StoreGuard
+    _collection: Collection
+    _reads: Reads
+    _dual: DualWrites
+    # Awaited after every acknowledged write to the live collection (cache invalidation).
+    _written: Callable[[], Awaitable[None]]
 
     async def upsert(self, points: Sequence[StoredPoint]) -> None:
         """Acknowledged only once Qdrant confirms the write (wait=True), live and shadow alike."""
