@@ -1,9 +1,10 @@
 """Route guards: which role a route needs, the secure default for admin routes, and rate limits.
 
-Routes declare their guards (`guards=[requires_role("admin"), limit_rate("admin")]` on the admin
-controller); each guard reads the app's `SecurityPolicy` from `app.state.security` and the caller
-that the authentication middleware identified. Order matters and is today's: the key and its role
-first (401/403, costing no tokens), then the buckets (429).
+Routes declare their guards (`requires_role(role)` then `limit_rate(role)`, set once for every
+controller by service/api/controllers.py `ApiController`); each guard reads the app's
+`SecurityPolicy` from `app.state.security` and the caller that the authentication middleware
+identified. Order matters: the key and its role first (401/403, costing no tokens), then the
+buckets (429).
 """
 
 from __future__ import annotations
