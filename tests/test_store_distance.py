@@ -31,6 +31,9 @@ from tests.builders import encode_image, near_duplicate, synthetic_cover
 from tests.thresholds import assert_threshold_applies_per_list
 
 METRICS = ["cosine", "dot", "euclid"]
+# The store's behaviour must not depend on which Qdrant runs it: the embedded default (qdrant-edge) and
+# qdrant-client's local mode, the stand-in for a server's API, answer the same assertions.
+ENGINES = ["edge", "local"]
 TITLES = [
     "Crimson Harbor Lighthouse",
     "Silent Orbit Gardener",
@@ -79,20 +82,21 @@ def picture_repository(tiny_repository: Path, clip_checkpoint: Path, tmp_path_fa
     return repository
 
 
-def _settings(repository: Path, index: Path, metric: str, **overrides: object):
+def _settings(repository: Path, index: Path, metric: str, engine: str = "edge", **overrides: object):
     # Dense text in multimodal for the same reason as above: the tiny sparse head ranks arbitrarily.
     return load_settings(
         {},
         model_repository=repository,
         qdrant_path=index,
         qdrant_distance=metric,
+        qdrant_embedded_engine=engine,
         text_search_mode="dense",
         **overrides,
     )
 
 
-async def _fill(repository: Path, folder: Path, metric: str) -> None:
-    runtime = await build_runtime(_settings(repository, folder, metric))
+async def _fill(repository: Path, folder: Path, metric: str, engine: str = "edge") -> None:
+    runtime = await build_runtime(_settings(repository, folder, metric, engine))
     try:
         report = await ingest(runtime, _docs(), progress=False)
         assert report.image_problems == []
@@ -100,12 +104,16 @@ async def _fill(repository: Path, folder: Path, metric: str) -> None:
         await runtime.close()
 
 
-@pytest.fixture(scope="module", params=METRICS)
+@pytest.fixture(
+    scope="module",
+    params=[(metric, engine) for engine in ENGINES for metric in METRICS],
+    ids=lambda p: "-".join(p),
+)
 async def client(request, picture_repository, tmp_path_factory) -> AsyncIterator[AsyncTestClient]:
-    metric = request.param
-    folder = tmp_path_factory.mktemp(f"distance-{metric}") / "q"
-    await asyncio.to_thread(asyncio.run, _fill(picture_repository, folder, metric))
-    async with AsyncTestClient(create_app(_settings(picture_repository, folder, metric))) as c:
+    metric, engine = request.param
+    folder = tmp_path_factory.mktemp(f"distance-{metric}-{engine}") / "q"
+    await asyncio.to_thread(asyncio.run, _fill(picture_repository, folder, metric, engine))
+    async with AsyncTestClient(create_app(_settings(picture_repository, folder, metric, engine))) as c:
         yield c
 
 
@@ -270,8 +278,9 @@ async def test_a_euclid_store_opened_as_cosine_is_refused_until_a_reindex_rebuil
 # -- index settings -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 async def test_index_settings_reach_the_collection_and_outlive_a_restart_and_a_plain_reindex(
-    tiny_repository, tmp_path
+    tiny_repository, tmp_path, engine
 ):
     folder = tmp_path / "q"
     tuned = {
@@ -282,7 +291,9 @@ async def test_index_settings_reach_the_collection_and_outlive_a_restart_and_a_p
         "qdrant_on_disk_payload": True,
     }
     runtime = await build_runtime(
-        load_settings({}, model_repository=tiny_repository, qdrant_path=folder, **tuned)
+        load_settings(
+            {}, model_repository=tiny_repository, qdrant_path=folder, qdrant_embedded_engine=engine, **tuned
+        )
     )
     created: list[dict] = []
     real_create = runtime.store.backend.client.create_collection
@@ -309,7 +320,13 @@ async def test_index_settings_reach_the_collection_and_outlive_a_restart_and_a_p
         assert info["hnsw"]["m"] == 32 and info["quantization"] is not None
 
     # Restarted with the environment's defaults: the live collection keeps what it was built with.
-    settings = load_settings({}, model_repository=tiny_repository, qdrant_path=folder, reindex_batch_size=8)
+    settings = load_settings(
+        {},
+        model_repository=tiny_repository,
+        qdrant_path=folder,
+        qdrant_embedded_engine=engine,
+        reindex_batch_size=8,
+    )
     async with AsyncTestClient(create_app(settings)) as client:
         assert (await client.post("/api/v1/search", json={"query": "anything"})).status_code == 200
         store = client.app.state.runtime.store
