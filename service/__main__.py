@@ -10,13 +10,25 @@ def main() -> int:
 
     from service.app import create_app
     from service.domain.manifest import ManifestError
+    from service.platform.logs import get_logger
+    from service.runtime import check_store
     from service.settings import SettingsError, load_settings
+    from service.store.edge_client import LocalModeFolder
 
     try:
         settings = load_settings()
         app = create_app(settings)
     except (SettingsError, ManifestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        # Here rather than in the app's start-up, where a refusal would end as uvicorn's traceback.
+        check_store(settings)
+    except LocalModeFolder as exc:
+        # One JSON log line (create_app configured logging) naming the command that converts the folder.
+        get_logger("service").error(
+            "cannot start", error="local_mode_folder", reason=str(exc), command=exc.command
+        )
         return 2
     uvicorn.run(
         app,

@@ -36,6 +36,7 @@ from service.platform.errors import DependencyUnavailable, Forbidden, ModelMisma
 from service.platform.metrics import Metrics
 from service.platform.resilience import Breakers
 from service.settings import Settings
+from service.store.backend import check_folder
 from service.store.qdrant_store import AnimeStore
 from service.store.types import VectorSchema
 
@@ -314,10 +315,21 @@ def build_engine(settings: Settings, models: dict[str, tuple[ModelManifest, Path
     return OnnxRuntimeEngine(paths, threads=settings.ort_threads)
 
 
+def check_store(settings: Settings) -> None:
+    """Refuse at once an embedded store the configured engine cannot open, before models are loaded:
+    an earlier release's local-mode folder under the edge engine raises `LocalModeFolder`, whose
+    message names the command that converts it. Start-up calls this before serving (`python -m service`
+    logs it as one line), so it never surfaces as a failure inside the app's start-up."""
+    if not settings.qdrant_url:
+        check_folder(settings.qdrant_path, settings.qdrant_embedded_engine)
+
+
 async def build_runtime(
     settings: Settings, engine: InferenceEngine | None = None, metrics: Metrics | None = None
 ) -> Runtime:
-    """Everything the service needs; raises ManifestError when no text model was exported."""
+    """Everything the service needs; raises ManifestError when no text model was exported, and
+    `LocalModeFolder` for an earlier release's embedded store (`check_store`)."""
+    check_store(settings)
     metrics = metrics or Metrics()
     models = load_manifests(settings.model_repository)
     texts = load_text_versions(settings.model_repository, _versions(settings.text_model_versions))

@@ -22,8 +22,9 @@ from service.domain.documents import AnimeDocument, decode_documents
 from service.encoders.text import EmbeddingMemo
 from service.platform.logs import configure_logging, get_logger
 from service.platform.progress import counter
-from service.runtime import Runtime, build_runtime
+from service.runtime import Runtime, build_runtime, check_store
 from service.settings import load_settings
+from service.store.edge_client import LocalModeFolder
 
 _log = get_logger("service.catalogue.ingest")
 
@@ -204,6 +205,7 @@ def _print_batch(anime_ids: list[str]) -> None:
 
 async def _run(args: argparse.Namespace) -> IngestReport:
     settings = load_settings()
+    check_store(settings)  # before the documents are loaded (fetched, for bangumi)
     documents = _load(args)
     runtime = await build_runtime(settings)
     try:
@@ -232,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         report = asyncio.run(_run(args))
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         print(f"error: invalid documents: {exc}", file=sys.stderr)
+        return 2
+    except LocalModeFolder as exc:
+        _log.error("cannot start", error="local_mode_folder", reason=str(exc), command=exc.command)
         return 2
     print(
         f"ingested {report.upserted} of {report.documents} anime ({report.skipped} already present) "

@@ -17,11 +17,12 @@ from typing import Any, Protocol
 
 from qdrant_client import AsyncQdrantClient, models
 
-from service.store.edge_client import EdgeQdrantClient
+from service.store.edge_client import EdgeQdrantClient, refuse_local_mode_folder
 
 SERVER = "qdrant-server"
 EDGE = "qdrant-edge"
 LOCAL = "qdrant-local"
+DEFAULT_FOLDER = "var/qdrant"
 
 
 class QdrantApi(Protocol):
@@ -105,10 +106,19 @@ def open_backend(
     if url:
         client = AsyncQdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout_s)))
         return Backend(client, SERVER, url)
-    folder = Path(path or "var/qdrant")
+    folder = Path(path or DEFAULT_FOLDER)
     folder.mkdir(parents=True, exist_ok=True)
     if embedded_engine == "local":  # qdrant-client's exact scan: the test double for the server API
         return Backend(AsyncQdrantClient(path=str(folder)), LOCAL, str(folder))
     if embedded_engine != "edge":
         raise ValueError(f"unknown embedded engine {embedded_engine!r} (edge or local)")
     return Backend(EdgeQdrantClient(folder), EDGE, str(folder))
+
+
+def check_folder(path: Path | None = None, embedded_engine: str = "edge") -> None:
+    """Raise what opening the embedded engine on `path` would, where that can be told without opening
+    it: a folder of qdrant-client's local mode under the edge engine (`LocalModeFolder`, naming the
+    command that converts it). Start-up calls this before serving, so the refusal is one clear line
+    instead of a failure inside the app's start-up."""
+    if embedded_engine == "edge":
+        refuse_local_mode_folder(Path(path or DEFAULT_FOLDER))

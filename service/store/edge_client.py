@@ -159,13 +159,27 @@ def _lock_folder(root: Path) -> int:
     return fd
 
 
-def _refuse_local_mode_folder(root: Path) -> None:
-    """A qdrant-client local-mode folder must not be mistaken for an empty edge store."""
-    if (root / "meta.json").is_file() or (root / "collection").is_dir():
-        raise EdgeStorageError(
-            f"{root} holds a qdrant-client local-mode store (meta.json, collection/): open it with "
-            "QDRANT_EMBEDDED_ENGINE=local, or point QDRANT_PATH elsewhere and re-ingest"
+class LocalModeFolder(EdgeStorageError):
+    """The folder holds qdrant-client's local-mode store (earlier releases' embedded store)."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root
+        self.command = f"python -m service.store migrate {root}"
+        super().__init__(
+            f"{root} holds a qdrant-client local-mode store (meta.json, collection/), the embedded store "
+            f"of earlier releases: convert it once with `{self.command}` (the old folder is kept as a "
+            "backup), or keep serving it as it is with QDRANT_EMBEDDED_ENGINE=local (an exact scan)"
         )
+
+
+def is_local_mode_folder(root: Path) -> bool:
+    return (root / "meta.json").is_file() or (root / "collection").is_dir()
+
+
+def refuse_local_mode_folder(root: Path) -> None:
+    """A qdrant-client local-mode folder must not be mistaken for an empty edge store."""
+    if is_local_mode_folder(root):
+        raise LocalModeFolder(root)
 
 
 def _check_name(name: str) -> None:
@@ -462,7 +476,7 @@ class EdgeQdrantClient:
         """
         self._root = Path(path)
         self._root.mkdir(parents=True, exist_ok=True)
-        _refuse_local_mode_folder(self._root)
+        refuse_local_mode_folder(self._root)
         self._lock_fd: int | None = _lock_folder(self._root)
         self._pool = ThreadPoolExecutor(
             max_workers=workers or min(4, os.cpu_count() or 1), thread_name_prefix="qdrant-edge"
