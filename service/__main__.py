@@ -13,7 +13,7 @@ def main() -> int:
     from service.platform.logs import get_logger
     from service.runtime import check_store
     from service.settings import SettingsError, load_settings
-    from service.store.edge_client import LocalModeFolder
+    from service.store.edge_client import LocalModeFolder, StoreLocked
 
     try:
         settings = load_settings()
@@ -29,6 +29,9 @@ def main() -> int:
         get_logger("service").error(
             "cannot start", error="local_mode_folder", reason=str(exc), command=exc.command
         )
+        return 2
+    except StoreLocked as exc:
+        get_logger("service").error("cannot start", error="store_locked", reason=str(exc))
         return 2
     uvicorn.run(
         app,

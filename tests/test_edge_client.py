@@ -8,6 +8,7 @@ Qdrant's reference for the server API here; the edge client must be a drop-in fo
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -606,6 +607,27 @@ async def test_a_second_client_on_the_folder_fails_clearly(tmp_path: Path):
     finally:
         await client.close()
     await EdgeQdrantClient(tmp_path).close()  # released on close
+
+
+async def test_a_second_service_on_a_held_folder_stops_with_one_clear_line(
+    tmp_path: Path, tiny_repository: Path
+):
+    folder = tmp_path / "q"
+    client = EdgeQdrantClient(folder)
+    try:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT_", "MODEL_", "SERVICE_"))}
+        env = {"MODEL_REPOSITORY": str(tiny_repository), "QDRANT_PATH": str(folder), "SERVICE_PORT": "1"}
+        other = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", cwd=ROOT, env={**environ, **env}, stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await asyncio.wait_for(other.communicate(), 120)
+        assert other.returncode == 2
+        assert "Traceback" not in stderr.decode()
+        line = json.loads(stderr.decode().strip().splitlines()[-1])
+        assert line["event"] == "cannot start" and line["error"] == "store_locked"
+        assert str(folder) in line["reason"] and f"pid {os.getpid()}" in line["reason"]
+    finally:
+        await client.close()
 
 
 async def test_a_local_mode_folder_is_not_mistaken_for_an_empty_store(tmp_path: Path):

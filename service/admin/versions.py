@@ -23,7 +23,7 @@ from service.domain.rollout import Verdict, promotion_verdict
 from service.platform.errors import InvalidInput, ServiceError
 from service.runtime import Runtime, build_runtime
 from service.settings import load_settings
-from service.store.edge_client import LocalModeFolder
+from service.store.edge_client import LocalModeFolder, StoreLocked
 
 
 class PromotionRefused(ServiceError, status_code=409, code="promotion_refused"):
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     except ServiceError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    except LocalModeFolder as exc:
+    except (LocalModeFolder, StoreLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(result), indent=2).decode() + "\n")

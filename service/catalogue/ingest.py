@@ -24,7 +24,7 @@ from service.platform.logs import configure_logging, get_logger
 from service.platform.progress import counter
 from service.runtime import Runtime, build_runtime, check_store
 from service.settings import load_settings
-from service.store.edge_client import LocalModeFolder
+from service.store.edge_client import LocalModeFolder, StoreLocked
 
 _log = get_logger("service.catalogue.ingest")
 
@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except LocalModeFolder as exc:
         _log.error("cannot start", error="local_mode_folder", reason=str(exc), command=exc.command)
+        return 2
+    except StoreLocked as exc:
+        _log.error("cannot start", error="store_locked", reason=str(exc))
         return 2
     print(
         f"ingested {report.upserted} of {report.documents} anime ({report.skipped} already present) "

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from qdrant_client import AsyncQdrantClient, models
 
-from service.store.edge_client import EdgeQdrantClient, refuse_local_mode_folder
+from service.store.edge_client import EdgeQdrantClient, refuse_a_held_folder, refuse_local_mode_folder
 
 SERVER = "qdrant-server"
 EDGE = "qdrant-edge"
@@ -118,7 +118,9 @@ def open_backend(
 def check_folder(path: Path | None = None, embedded_engine: str = "edge") -> None:
     """Raise what opening the embedded engine on `path` would, where that can be told without opening
     it: a folder of qdrant-client's local mode under the edge engine (`LocalModeFolder`, naming the
-    command that converts it). Start-up calls this before serving, so the refusal is one clear line
-    instead of a failure inside the app's start-up."""
+    command that converts it), or a folder another process owns (`StoreLocked`). Start-up calls this
+    before serving, so the refusal is one clear line instead of a failure inside the app's start-up."""
     if embedded_engine == "edge":
-        refuse_local_mode_folder(Path(path or DEFAULT_FOLDER))
+        folder = Path(path or DEFAULT_FOLDER)
+        refuse_local_mode_folder(folder)
+        refuse_a_held_folder(folder)

@@ -141,7 +141,7 @@ def _read_json(path: Path) -> Any:
         return json.load(source)
 
 
-def _lock_folder(root: Path) -> int:
+def _lock_folder(root: Path, *, write_pid: bool = True) -> int:
     """Take the folder's exclusive lock (released when the descriptor closes, even on a crash)."""
     lock_path = root / LOCK_FILE
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -154,9 +154,19 @@ def _lock_folder(root: Path) -> int:
             f"the embedded Qdrant store {root} is in use by another process (pid {holder}, lock "
             f"{lock_path}); stop it, or use a Qdrant server for concurrent access"
         ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
+    if write_pid:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+def refuse_a_held_folder(root: Path) -> None:
+    """Raise `StoreLocked` now if another process owns `root`, without keeping the lock.
+
+    Start-up asks this before serving so that a second service on the folder stops with one clear line;
+    the lock taken when the client opens stays the guarantee (the owner may start in between)."""
+    if (root / LOCK_FILE).is_file():
+        os.close(_lock_folder(root, write_pid=False))
 
 
 class LocalModeFolder(EdgeStorageError):
