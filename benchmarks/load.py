@@ -21,6 +21,9 @@ from service.platform.progress import counter
 RequestMaker = Callable[[int], tuple[str, str, Any]]
 # (request index, latency ms), in completion order: for callers that need more than the percentiles.
 Samples = list[tuple[int, float]]
+# Indices of the requests that failed (no answer, or not 200), in completion order: with `Samples`,
+# what a caller needs to count errors over part of a run (benchmarks.soak's windows).
+Failures = list[int]
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ async def closed_loop(
     warmup: int = 10,
     label: str = "load",
     samples: Samples | None = None,
+    failures: Failures | None = None,
 ) -> Stats:
     latencies: list[float] = []
     errors = 0
@@ -93,6 +97,8 @@ async def closed_loop(
                     latencies.append((time.perf_counter() - started) * 1000)
                     if samples is not None:
                         samples.append((i, latencies[-1]))
+                    if not ok and failures is not None:
+                        failures.append(i)
                     errors += not ok
                     advance(1)
 
@@ -111,6 +117,7 @@ async def open_loop(
     warmup: int = 10,
     label: str = "load",
     samples: Samples | None = None,
+    failures: Failures | None = None,
 ) -> Stats:
     total = max(1, int(rps * duration_s))
     latencies: list[float] = []
@@ -128,6 +135,8 @@ async def open_loop(
                 latencies.append((time.perf_counter() - scheduled) * 1000)
                 if samples is not None:
                     samples.append((i, latencies[-1]))
+                if not ok and failures is not None:
+                    failures.append(i)
                 errors += not ok
                 advance(1)
 

@@ -36,8 +36,11 @@ def start_service(
     timeout_s: float = 180.0,
     scheme: str = "http",
     verify: bool | ssl.SSLContext = True,
+    poll_s: float = 0.2,
 ) -> subprocess.Popen[bytes]:
     """`python -m service` on 127.0.0.1:`port`; returns once /health answers 200 from this process.
+
+    /health is asked every `poll_s`: what a start-up time measured around this call can be off by.
 
     `port` comes from `free_port` (locked against our other runs, outside the ephemeral range); the
     answer is still checked to come from the child (`listens_on`), so a stray server on the port fails
@@ -68,7 +71,7 @@ def start_service(
                 raise PortTaken(f"another process answers on port {port}, not the service started there")
         except httpx.HTTPError:
             pass
-        time.sleep(0.2)
+        time.sleep(poll_s)
     process.terminate()
     raise RuntimeError(f"service not healthy after {timeout_s:.0f}s: {log.read_text()[-3000:]}")
 

@@ -27,7 +27,7 @@ from benchmarks.latency import (
     run_row,
     summary,
 )
-from benchmarks.load import RequestMaker, Samples, Stats, closed_loop, open_loop
+from benchmarks.load import Failures, RequestMaker, Samples, Stats, closed_loop, open_loop
 from benchmarks.reporting import portable_source, write_results
 from service.schemas import (
     ImageSearchRequest,
@@ -122,13 +122,21 @@ def assert_percentiles(stats: Stats) -> None:
 
 async def test_closed_loop_counts_requests_errors_and_percentiles(server: str) -> None:
     samples: Samples = []
+    failures: Failures = []
     stats = await closed_loop(
-        server, requests_failing_every(5), requests=40, concurrency=4, warmup=2, samples=samples
+        server,
+        requests_failing_every(5),
+        requests=40,
+        concurrency=4,
+        warmup=2,
+        samples=samples,
+        failures=failures,
     )
     assert (stats.mode, stats.concurrency, stats.target_rps) == ("closed", 4, None)
     assert stats.requests == 40
     assert sorted(i for i, _ in samples) == list(range(40))
     assert stats.errors == 8
+    assert sorted(failures) == list(range(0, 40, 5))
     assert stats.error_rate == pytest.approx(0.2)
     assert_percentiles(stats)
     assert min(latency for _, latency in samples) >= DELAY_S * 1000 - TIMER_MS
@@ -137,10 +145,14 @@ async def test_closed_loop_counts_requests_errors_and_percentiles(server: str) -
 
 
 async def test_open_loop_holds_the_target_rate(server: str) -> None:
-    stats = await open_loop(server, requests_failing_every(4), rps=40, duration_s=1.5, warmup=2)
+    failures: Failures = []
+    stats = await open_loop(
+        server, requests_failing_every(4), rps=40, duration_s=1.5, warmup=2, failures=failures
+    )
     assert (stats.mode, stats.concurrency, stats.target_rps) == ("open", None, 40)
     assert stats.requests == 60
     assert stats.errors == 15
+    assert sorted(failures) == list(range(0, 60, 4))
     assert stats.error_rate == pytest.approx(0.25)
     assert_percentiles(stats)
     # Requests go out on a schedule, never ahead of it, and throughput counts until the last answer
