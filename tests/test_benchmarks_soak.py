@@ -121,6 +121,8 @@ def test_startup_phases_from_the_service_log():
         for event, stamp in (
             ("Started server process [1]", "2026-12-02T05:36:31.500000Z"),
             ("Waiting for application startup.", "2026-12-02T05:36:31.600000Z"),
+            ("qdrant-edge: opened collection anime_1 in 0.25 s (optimize 1.00 s)", "2026-12-02T05:36:32Z"),
+            ("qdrant-edge: opened collection anime_2 in 0.05 s (optimize 0.00 s)", "2026-12-02T05:36:32Z"),
             ("Application startup complete.", "2026-12-02T05:36:33.100000Z"),
         )
     )
@@ -128,7 +130,13 @@ def test_startup_phases_from_the_service_log():
     phases = startup_phases("not json\n" + log, launched)
     assert phases["interpreter_s"] == pytest.approx(1.5)
     assert phases["app_startup_s"] == pytest.approx(1.5)
-    assert startup_phases("", launched) == {"interpreter_s": None, "app_startup_s": None}
+    assert phases["store_load_s"] == pytest.approx(0.30) and phases["store_optimize_s"] == pytest.approx(1.0)
+    assert startup_phases("", launched) == {
+        "interpreter_s": None,
+        "app_startup_s": None,
+        "store_load_s": None,
+        "store_optimize_s": None,
+    }
 
 
 # -- the mix -----------------------------------------------------------------------------------------------
@@ -256,5 +264,6 @@ def test_a_crash_restart_keeps_every_acknowledged_upsert_and_is_timed(spec: Serv
     for start in (crash, results["first_start"]):
         assert 0 < start["ready_s"] <= start["first_search_s"]
         assert start["interpreter_s"] is not None and start["app_startup_s"] is not None
+        assert start["store_load_s"] is not None  # the store says what opening it cost
     assert results["summary"]["lost"] == 0
     assert "| after SIGKILL | 1 |" in markdown({"crash": results})
