@@ -105,6 +105,8 @@ K = 10
 STORE_P95_FILTERED_MS = 10.0
 SIMILARITY_P95_MS = 150.0
 RECALL_TARGET = 0.98
+# ef values whose recall and per-list cost are measured beside the configured one.
+EF_SWEEP = (64, 128, 256, 512)
 
 
 # -- settings, memory, disk ------------------------------------------------------------------------
@@ -451,6 +453,22 @@ async def measure_recall(runtime: Any, queries: Sequence[dict[str, Any]], label:
     model = runtime.default_model
     table = embeddings_of(queries)
     found: dict[str, dict[str, list[float]]] = {}
+    # The same lists at other ef values: which ef reaches the recall target, and what a list costs there.
+    swept: dict[int, dict[str, dict[str, list[float]]]] = {e: {} for e in EF_SWEEP}
+    swept_ms: dict[int, list[float]] = {e: [] for e in EF_SWEEP}
+
+    async def top(vector_query: Any, query_filter: Any, params: Any) -> list[str]:
+        response = await client.query_points(
+            store.alias,
+            query=builder.query_vector(vector_query),
+            using=vector_query.using,
+            query_filter=query_filter,
+            search_params=params,
+            limit=K,
+            with_payload=False,
+        )
+        return [str(p.id) for p in response.points]
+
     with counter(f"{label} recall", len(queries) * 2, unit="query") as advance:
         for filtered in (False, True):
             name = "filtered" if filtered else "unfiltered"
@@ -460,32 +478,37 @@ async def measure_recall(runtime: Any, queries: Sequence[dict[str, Any]], label:
                 for vector_query in lists:
                     if vector_query.using not in store.schema.dense:
                         continue
-                    answers = []
-                    for params in (graph, exact):
-                        response = await client.query_points(
-                            store.alias,
-                            query=builder.query_vector(vector_query),
-                            using=vector_query.using,
-                            query_filter=query_filter,
-                            search_params=params,
-                            limit=K,
-                            with_payload=False,
-                        )
-                        answers.append([str(p.id) for p in response.points])
-                    recall = recall_at_k(answers[0], answers[1], K)
+                    truth = await top(vector_query, query_filter, exact)
+                    recall = recall_at_k(await top(vector_query, query_filter, graph), truth, K)
                     if recall is not None:
                         found.setdefault(vector_query.using, {}).setdefault(name, []).append(recall)
+                    for ef_value in EF_SWEEP:
+                        started = time.perf_counter()
+                        answer = await top(vector_query, query_filter, models.SearchParams(hnsw_ef=ef_value))
+                        swept_ms[ef_value].append((time.perf_counter() - started) * 1000)
+                        recall = recall_at_k(answer, truth, K)
+                        if recall is not None:
+                            swept[ef_value].setdefault(vector_query.using, {}).setdefault(name, []).append(
+                                recall
+                            )
                 advance(1)
-    return {
-        "ef": ef or runtime.settings.qdrant_hnsw_ef_construct,
-        "ef_source": "QDRANT_SEARCH_EF" if ef else "Qdrant's default (ef_construct)",
-        "vectors": {
+
+    def means(by_vector: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, dict[str, float]]]:
+        return {
             vector: {
                 name: {"mean": float(np.mean(values)), "min": float(np.min(values)), "n": len(values)}
                 for name, values in by_filter.items()
             }
-            for vector, by_filter in found.items()
-        },
+            for vector, by_filter in by_vector.items()
+        }
+
+    return {
+        "ef": ef or runtime.settings.qdrant_hnsw_ef_construct,
+        "ef_source": "QDRANT_SEARCH_EF" if ef else "Qdrant's default (ef_construct)",
+        "vectors": means(found),
+        "sweep": [
+            {"ef": e, "vectors": means(swept[e]), "list_ms": percentiles(swept_ms[e])} for e in EF_SWEEP
+        ],
     }
 
 
@@ -713,8 +736,30 @@ def worst_recall(serve: dict[str, Any]) -> float | None:
     recall = serve.get("recall")
     if not recall:
         return None
-    means = [m["mean"] for by_filter in recall["vectors"].values() for m in by_filter.values()]
+    return _worst(recall["vectors"])
+
+
+def _worst(vectors: dict[str, dict[str, dict[str, float]]]) -> float | None:
+    means = [m["mean"] for by_filter in vectors.values() for m in by_filter.values()]
     return min(means) if means else None
+
+
+def sweep_markdown(results: dict[str, Any]) -> list[str]:
+    """Recall and per-list cost against ef, per qdrant-edge size: the ef the targets need."""
+    lines = [
+        "",
+        "| anime | ef | worst recall@10 (dense lists, filtered or not) | one list p50 / p95 ms |",
+    ]
+    lines.append("|---|---|---|---|")
+    for row in results["rows"]:
+        recall = row.get("serve", {}).get("recall") if row["engine"] == "edge" else None
+        for point in (recall or {}).get("sweep", []):
+            worst = _worst(point["vectors"])
+            lines.append(
+                f"| {row['size']} | {point['ef']} | {'-' if worst is None else f'{worst:.3f}'} | "
+                f"{_ms(point['list_ms']['p50'])} / {_ms(point['list_ms']['p95'])} |"
+            )
+    return lines if len(lines) > 2 else []
 
 
 def verdicts(row: dict[str, Any]) -> dict[str, bool | None]:
@@ -777,6 +822,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| recall@10 >= {RECALL_TARGET} vs exact (worst list, ef {ef}) | "
             f"{'-' if worst is None else f'{worst:.3f}'} | {word[met['recall']]} |",
         ]
+    lines += sweep_markdown(results)
     stop = results.get("local_stopped")
     if stop:
         lines += ["", f"Local mode stopped after {stop['after']} anime: {stop['reason']}."]
