@@ -535,7 +535,7 @@ async def serve_cell(
     label = f"[{ENGINE_NAMES[engine]} {size}]"
     rss_start = rss_mib()
     started = time.perf_counter()
-    async with AsyncTestClient(create_app(settings)) as client:
+    async with AsyncTestClient(create_app(settings, freeze_gc=True)) as client:  # as deployed
         open_s = time.perf_counter() - started
         runtime = client.app.state.runtime
         rss_open = rss_mib()

@@ -17,7 +17,7 @@ def main() -> int:
 
     try:
         settings = load_settings()
-        app = create_app(settings)
+        app = create_app(settings, freeze_gc=True)
     except (SettingsError, ManifestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

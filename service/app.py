@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -49,8 +50,16 @@ def provide_similarity(state: State) -> SimilarityService:
     return state.similarity
 
 
-def create_app(settings: Settings | None = None, *, engine: InferenceEngine | None = None) -> Litestar:
-    """Build the app. `engine` replaces the configured one (tests run the same app on either engine)."""
+def create_app(
+    settings: Settings | None = None, *, engine: InferenceEngine | None = None, freeze_gc: bool = False
+) -> Litestar:
+    """Build the app. `engine` replaces the configured one (tests run the same app on either engine).
+
+    `freeze_gc` (the service's own process, `python -m service`): once started, what start-up built
+    (models, tokenizers, settings) lives as long as the process, so it is moved out of the cyclic
+    collector's sight (`gc.freeze`) and full collections stop walking it. A similarity batch allocates
+    ~10k objects, enough to trigger them: 160 -> 95 ms per batch of 10 ids measured on qdrant-edge.
+    Not for a process that builds many apps (tests): what is frozen is never collected."""
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     metrics = Metrics()
@@ -67,6 +76,8 @@ def create_app(settings: Settings | None = None, *, engine: InferenceEngine | No
         app.state.similarity = SimilarityService(runtime)
         reindexer = Reindexer(runtime, batch_size=settings.reindex_batch_size)
         app.state.admin = AdminService(runtime, reindexer)
+        if freeze_gc:
+            gc.freeze()
         log.info(
             "started",
             engine=runtime.engine.name,

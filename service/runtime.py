@@ -230,8 +230,10 @@ def vector_schema(
     sparse = [TEXT_LEXICAL_VECTOR]
     multi: set[str] = set()
     optional: set[str] = set()
+    score_fields: set[str] = set()
     for version, manifest in sorted(text_versions.items()):
         names = TextVectorNames.of(version)
+        score_fields.add(names.hubness)
         dense |= dict.fromkeys(names.dense, manifest.dim)
         multi |= set(names.multi)
         owned = set(names.dense)
@@ -249,6 +251,7 @@ def vector_schema(
         multi=frozenset(multi),
         idf=frozenset({TEXT_LEXICAL_VECTOR}),
         optional=frozenset(optional),
+        score_fields=frozenset(score_fields),
     )
 
 

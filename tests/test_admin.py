@@ -243,8 +243,10 @@ async def test_stats_and_collection_info_describe_the_store(client, bangumi_docu
     assert body["stale_points"] == 0
     assert body["store"] == "qdrant-edge"
     # Qdrant's engine keeps payload indexes, as a server does (qdrant-client's local mode has none).
-    assert set(body["payload_indexes"]) == set(PAYLOAD_INDEXES)
+    # The filter fields, and the hubness the synopsis list's score formula reads (a float index).
+    assert set(body["payload_indexes"]) == set(PAYLOAD_INDEXES) | {"hubness"}
     assert body["payload_indexes"]["anime_id"] == {"type": "keyword", "points": SEED}
+    assert body["payload_indexes"]["hubness"]["type"] == "float"
     info = (await client.get("/api/v1/admin/collection/info")).json()
     assert info["alias"] == "anime" and info["collection"].startswith("anime_")
     assert info["vectors"]["title"]["size"] == 384 and info["vectors"]["picture"]["size"] == 64

@@ -385,3 +385,31 @@ async def test_a_catalogue_sized_collection_is_scanned_exactly_and_a_larger_one_
     assert dense.params.exact is exact
     assert dense.params.hnsw_ef == (None if exact else 64)
     assert sparse.params is None  # a sparse list is an inverted-index lookup either way
+
+
+async def test_candidate_lists_name_their_anime_without_reading_payloads(client):
+    """Candidate lists come back without payloads (reading them is most of a list's cost on
+    qdrant-edge) and still say which anime each hit is, with the scores a payload read gives."""
+    store = client.app.state.runtime.store
+    record = (await store.get_many(["dist-3"]))["dist-3"]
+    queries = [
+        VectorQuery(name, record.vectors[name], 8) for name in ("picture", "title") if name in record.vectors
+    ]
+    sent: list[models.QueryRequest] = []
+    real_batch = store.backend.client.query_batch_points
+
+    async def spy(*args, **kwargs):
+        sent.extend(kwargs["requests"])
+        return await real_batch(*args, **kwargs)
+
+    store.backend.client.query_batch_points = spy
+    try:
+        bare = await store.search_many(queries, payload=False)
+        full = await store.search_many(queries, payload=True)
+    finally:
+        store.backend.client.query_batch_points = real_batch
+    assert [r.with_payload for r in sent] == [False] * len(queries) + [True] * len(queries)
+    assert [[(h.anime_id, h.score) for h in hits] for hits in bare] == [
+        [(h.anime_id, h.score) for h in hits] for hits in full
+    ]
+    assert all(h.anime_id.startswith("dist-") for hits in bare for h in hits)

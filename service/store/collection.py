@@ -81,6 +81,13 @@ class Collection:
                         collection=collection,
                         problems=problems,
                     )
+                # A collection built before an index was added to the schema gets it now (idempotent).
+                absent = {
+                    key: kind
+                    for key, kind in self.payload_indexes(self.schema).items()
+                    if key not in (info.payload_schema or {})
+                }
+                await self.index_payload(collection, absent)
                 # Build-time settings are the live collection's (e.g. rescoring only if it is quantized),
                 # not the environment's, which only seed new collections; query-time ones stay ours.
                 self.params = self.params_of(info)
@@ -153,15 +160,22 @@ class Collection:
             ),
             "creating collection",
         )
-        if not local:
-            # Local mode has no payload indexes (it scans); a server needs them for fast filters.
-            for key, field_schema in PAYLOAD_INDEXES.items():
-                await self._guard.call(
-                    self._backend.client.create_payload_index(
-                        name, key, field_schema=field_schema, wait=True
-                    ),
-                    "create payload index",
-                )
+        await self.index_payload(name, self.payload_indexes(schema))
+
+    @staticmethod
+    def payload_indexes(schema: VectorSchema) -> dict[str, models.PayloadSchemaType]:
+        """The filter fields, and the fields score formulas read (as floats)."""
+        return PAYLOAD_INDEXES | dict.fromkeys(sorted(schema.score_fields), models.PayloadSchemaType.FLOAT)
+
+    async def index_payload(self, name: str, indexes: dict[str, models.PayloadSchemaType]) -> None:
+        # Local mode has no payload indexes (it scans); Qdrant needs them for fast filters and formulas.
+        if self._backend.is_local:
+            return
+        for key, field_schema in indexes.items():
+            await self._guard.call(
+                self._backend.client.create_payload_index(name, key, field_schema=field_schema, wait=True),
+                "create payload index",
+            )
 
     async def drop(self, name: str) -> None:
         await self._guard.call(self._backend.client.delete_collection(name), "deleting collection")

@@ -1072,7 +1072,8 @@ class EdgeQdrantClient:
         consistency: Any = None,
         timeout: int | None = None,
     ) -> list[QueryResponse]:
-        """Planned as one batch by the engine (shared segment passes), answers in request order."""
+        """Planned as one batch by the engine, answers in request order. (Cutting a batch into parts
+        for several pool threads measured no faster on 2 cores: the engine already uses them.)"""
         collection = self._collection(collection_name)
 
         def run() -> list[QueryResponse]:

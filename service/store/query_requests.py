@@ -66,6 +66,12 @@ def hit(point: models.ScoredPoint, euclid: bool = False) -> Hit:
     return Hit(anime_id=str(payload.get("anime_id", point.id)), score=score, payload=payload)
 
 
+def named_hit(point: models.ScoredPoint, anime_id: str, euclid: bool = False) -> Hit:
+    """A hit of a list asked without payload, its anime known from the point id (reads.PointNames)."""
+    score = euclid_similarity(float(point.score)) if euclid else float(point.score)
+    return Hit(anime_id=anime_id, score=score, payload={"anime_id": anime_id})
+
+
 def penalty_formula(query: VectorQuery) -> models.FormulaQuery:
     assert query.penalty is not None
     return models.FormulaQuery(
@@ -123,8 +129,8 @@ class RequestBuilder:
     def request(
         self, q: VectorQuery, payload: bool, params: models.SearchParams | None
     ) -> models.QueryRequest:
-        """One list of a batch query; `payload=False` asks only for each hit's `anime_id`."""
-        with_payload: Any = True if payload else ["anime_id"]
+        """One list of a batch query; `payload=False` asks for ids and scores only."""
+        with_payload: Any = payload
         if q.penalty is not None:
             # The plain list (with its threshold) as the prefetch, the formula on top: penalised once.
             plain = dataclasses.replace(q, penalty=None, limit=q.limit * PENALTY_OVERFETCH)

