@@ -256,15 +256,57 @@ async def test_stats_and_collection_info_describe_the_store(client, bangumi_docu
     assert health["status"] == "ok" and health["reindex"] is None
 
 
-async def test_snapshots_need_a_server(client):
-    response = await client.post("/api/v1/admin/snapshots")
-    assert response.status_code == 501
-    assert response.json()["error"]["code"] == "not_supported"
+async def test_a_snapshot_restore_brings_the_collection_back_and_serves_no_stale_answer(
+    client, bangumi_documents
+):
+    created = await client.post("/api/v1/admin/snapshots")
+    assert created.status_code == 201, created.text
+    snapshot = created.json()
+    info = (await client.get("/api/v1/admin/collection/info")).json()
+    assert snapshot["collection"] == info["collection"] and snapshot["name"].endswith(".snapshot")
+    assert snapshot["size"] > 0 and len(snapshot["checksum"]) == 64
+    listed = await client.get("/api/v1/admin/snapshots")
+    assert listed.status_code == 200 and listed.json() == [snapshot]
+
+    new = bangumi_documents[SEED + 7]
+    query = "a lighthouse keeper befriends a whale in a flooded city"
+    await upsert(client, [_doc(new, synopsis="A lighthouse keeper befriends a whale in a flooded city.")])
+    assert new.anime_id in await search_ids(client, query, 3)  # now in the answer cache too
+
+    restored = await client.post(f"/api/v1/admin/snapshots/{snapshot['name']}/restore")
+    assert restored.status_code == 200, restored.text
+    assert restored.json()["restored"] == snapshot["name"]
+    assert new.anime_id not in await search_ids(client, query, 3)  # not the cached answer
+    assert (await client.get(f"/api/v1/search/by-id/{new.anime_id}")).status_code == 404
+    assert (await stats(client))["points"] == SEED
+
+    unknown = await client.post("/api/v1/admin/snapshots/nope.snapshot/restore")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "snapshot_not_found"
+    deleted = await client.delete(f"/api/v1/admin/snapshots/{snapshot['name']}")
+    assert deleted.status_code == 200 and deleted.json()["deleted"] == snapshot["name"]
+    assert (await client.get("/api/v1/admin/snapshots")).json() == []
+    gone = await client.delete(f"/api/v1/admin/snapshots/{snapshot['name']}")
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "snapshot_not_found"
 
 
-async def test_a_snapshot_restore_invalidates_cached_answers_like_any_write():
-    """Local mode has no snapshots (501), so a server's client is stood in for."""
+async def test_qdrant_client_local_mode_has_no_snapshots(tmp_path):
+    from service.store.qdrant_store import AnimeStore, NotSupported
+    from service.store.types import VectorSchema
+
+    store = AnimeStore.open(VectorSchema({"title": 4}), alias="anime", path=tmp_path, embedded_engine="local")
+    try:
+        for call in (store.create_snapshot, store.list_snapshots):
+            with pytest.raises(NotSupported, match="QDRANT_EMBEDDED_ENGINE=local"):
+                await call()
+    finally:
+        await store.close()
+
+
+async def test_a_server_snapshot_is_restored_from_the_server_s_folder_and_moves_the_cache_on():
+    """A server's client is stood in for: the store asks it to recover from its own snapshots folder."""
     from types import SimpleNamespace
+
+    from qdrant_client import models
 
     from service.store.qdrant_store import AnimeStore
     from service.store.types import VectorSchema
@@ -276,6 +318,9 @@ async def test_a_snapshot_restore_invalidates_cached_answers_like_any_write():
         async def get_aliases(self):
             alias = SimpleNamespace(alias_name="anime", collection_name="anime_1")
             return SimpleNamespace(aliases=[alias])
+
+        async def list_snapshots(self, collection):
+            return [models.SnapshotDescription(name="anime_1-2026.snapshot", size=1)]
 
         async def recover_snapshot(self, collection, *, location, wait):
             self.recovered.append((collection, location))
@@ -291,7 +336,8 @@ async def test_a_snapshot_restore_invalidates_cached_answers_like_any_write():
     store.on_write = on_write
     store.lifecycle.ready = True
     answer = await store.restore_snapshot("anime_1-2026.snapshot")
-    assert answer["collection"] == "anime_1" and qdrant.recovered
+    assert answer["collection"] == "anime_1"
+    assert qdrant.recovered == [("anime_1", "file:///qdrant/snapshots/anime_1/anime_1-2026.snapshot")]
     assert writes == [1]  # the answer cache's generation moves on
     assert store.lifecycle.ready is False  # the restored collection's schema is checked again
 

@@ -8,6 +8,7 @@ Qdrant's reference for the server API here; the edge client must be a drop-in fo
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import random
@@ -543,8 +544,10 @@ async def test_bad_requests_are_value_errors(pair: Pair):
 @pytest.mark.parametrize(
     ("what", "call"),
     [
-        ("create_snapshot", lambda c: c.create_snapshot(COLLECTION)),
-        ("recover_snapshot", lambda c: c.recover_snapshot(COLLECTION, location="file:///x")),
+        (
+            "snapshot location",
+            lambda c: c.recover_snapshot(COLLECTION, location="https://example.com/a.snapshot"),
+        ),
         ("query by point id", lambda c: c.query_points(COLLECTION, query=_pid(1), using="text")),
         (
             "RecommendQuery",
@@ -770,3 +773,177 @@ async def test_exact_ties_rank_in_id_order_whatever_the_write_order(tmp_path: Pa
         finally:
             await client.close()
     assert answers[0] == answers[1] == [*sorted(ids), 7]
+
+
+# -- snapshots -------------------------------------------------------------------------------------
+
+
+async def _state(client: EdgeQdrantClient) -> dict[str, Any]:
+    """Everything a restore must bring back: points with payloads and vectors, metadata, indexes."""
+    records, _ = await client.scroll(COLLECTION, limit=10 * POINTS, with_payload=True, with_vectors=True)
+    info = await client.get_collection(COLLECTION)
+    return {
+        "points": {r.id: (r.payload, r.vector) for r in records},
+        "metadata": info.config.metadata,
+        "payload_indexes": {key: index.data_type for key, index in info.payload_schema.items()},
+        "hnsw_m": info.config.hnsw_config.m,
+    }
+
+
+async def _snapshotted(tmp_path: Path) -> tuple[EdgeQdrantClient, models.SnapshotDescription, dict[str, Any]]:
+    client = EdgeQdrantClient(tmp_path)
+    await _create(client)
+    await client.upsert(COLLECTION, _points())
+    await client.create_payload_index(COLLECTION, "type", field_schema=models.PayloadSchemaType.KEYWORD)
+    state = await _state(client)
+    return client, await client.create_snapshot(COLLECTION), state
+
+
+async def _change_everything(client: EdgeQdrantClient) -> None:
+    await client.upsert(
+        COLLECTION,
+        [models.PointStruct(id=_pid(POINTS + i), **_fields(p)) for i, p in enumerate(_points(99)[:5])],
+    )
+    await client.upsert(COLLECTION, _points(seed=3)[:4])  # new vectors and payloads for existing points
+    await client.delete(COLLECTION, models.PointIdsList(points=[_pid(10), _pid(11)]))
+    await client.set_payload(COLLECTION, {"score": 0.0}, points=[_pid(12)])
+    await client.update_collection(COLLECTION, metadata={"avs_index_params": None, "rollout": {"v2": 0.5}})
+    await client.delete_payload_index(COLLECTION, "type")
+    await client.create_payload_index(COLLECTION, "year", field_schema=models.PayloadSchemaType.INTEGER)
+
+
+def _fields(point: models.PointStruct) -> dict[str, Any]:
+    return {"vector": point.vector, "payload": point.payload}
+
+
+async def test_a_restore_brings_back_exactly_the_collection_as_snapshotted(tmp_path: Path):
+    client, snapshot, at_snapshot = await _snapshotted(tmp_path)
+    try:
+        file = tmp_path / "snapshots" / COLLECTION / snapshot.name
+        assert snapshot.name.startswith(f"{COLLECTION}-") and snapshot.name.endswith(".snapshot")
+        assert snapshot.size == file.stat().st_size
+        assert snapshot.checksum == hashlib.sha256(file.read_bytes()).hexdigest()
+        # The shard's files are sparse, hundreds of MB long: a snapshot holds only their data.
+        assert snapshot.size <= _disk_bytes(tmp_path / "shards" / COLLECTION) + (1 << 20)
+        assert await client.list_snapshots(COLLECTION) == [snapshot]
+        expected_answer = await client.query_points(
+            COLLECTION, prefetch=_prefetch(), query=models.FusionQuery(fusion=models.Fusion.RRF), limit=20
+        )
+
+        await _change_everything(client)
+        assert await _state(client) != at_snapshot
+
+        location = EdgeQdrantClient.snapshot_location(tmp_path, COLLECTION, snapshot.name)
+        assert await client.recover_snapshot(COLLECTION, location=location)
+        assert await _state(client) == at_snapshot
+        answer = await client.query_points(
+            COLLECTION, prefetch=_prefetch(), query=models.FusionQuery(fusion=models.Fusion.RRF), limit=20
+        )
+        assert_same_points(answer.points, expected_answer.points)
+        # The replaced shard is gone from disk; the collection goes on taking writes.
+        assert not (tmp_path / "shards" / COLLECTION).exists()
+        await client.upsert(COLLECTION, [models.PointStruct(id=_pid(POINTS + 1), **_fields(_points(5)[0]))])
+    finally:
+        await client.close()
+
+    reopened = EdgeQdrantClient(tmp_path)
+    try:
+        state = await _state(reopened)
+        assert state["points"].pop(_pid(POINTS + 1))
+        assert state == at_snapshot
+        assert await reopened.list_snapshots(COLLECTION) == [snapshot]
+        # A second restore, by path this time, replaces the first one's shard.
+        assert await reopened.recover_snapshot(COLLECTION, location=str(file))
+        assert await _state(reopened) == at_snapshot
+        assert len(list((tmp_path / "restored" / COLLECTION).iterdir())) == 1
+        assert await reopened.delete_snapshot(COLLECTION, snapshot.name)
+        assert await reopened.list_snapshots(COLLECTION) == [] and not file.exists()
+    finally:
+        await reopened.close()
+
+
+async def test_a_missing_damaged_or_foreign_snapshot_is_refused_and_changes_nothing(tmp_path: Path):
+    client, snapshot, at_snapshot = await _snapshotted(tmp_path)
+    try:
+        folder = tmp_path / "snapshots" / COLLECTION
+        damaged = bytearray((folder / snapshot.name).read_bytes())
+        damaged[len(damaged) // 2] ^= 0xFF
+        (folder / snapshot.name).write_bytes(bytes(damaged))
+        (tmp_path / "garbage.snapshot").write_bytes(b"not a tar file" * 100)
+        await client.create_collection(
+            "other", vectors_config={"text": models.VectorParams(size=3, distance=models.Distance.DOT)}
+        )
+        other = await client.create_snapshot("other")
+
+        refusals = {
+            "no snapshot file": str(tmp_path / "missing.snapshot"),
+            "damaged": str(folder / snapshot.name),
+            "not a readable snapshot": (tmp_path / "garbage.snapshot").as_uri(),
+            "other vectors": EdgeQdrantClient.snapshot_location(tmp_path, "other", other.name),
+        }
+        for reason, location in refusals.items():
+            with pytest.raises(EdgeRequestError, match=reason):
+                await client.recover_snapshot(COLLECTION, location=location)
+            assert await _state(client) == at_snapshot
+        assert not list((tmp_path / "restored").rglob("*"))  # nothing left of the refused files
+        with pytest.raises(EdgeRequestError, match="not found"):
+            await client.delete_snapshot(COLLECTION, "nope.snapshot")
+    finally:
+        await client.close()
+
+
+async def test_searches_during_a_restore_all_succeed(tmp_path: Path):
+    client, snapshot, _ = await _snapshotted(tmp_path)
+    try:
+        await _change_everything(client)
+        restoring = asyncio.create_task(
+            client.recover_snapshot(
+                COLLECTION, location=str(tmp_path / "snapshots" / COLLECTION / snapshot.name)
+            )
+        )
+        # Reads of every kind, some of which hold on to the shard they started with.
+        reads: list[Callable[[int], Awaitable[Any]]] = [
+            lambda i: client.query_points(COLLECTION, query=_query_vector(i, "text"), using="text", limit=5),
+            lambda i: client.retrieve(COLLECTION, ids=[_pid(20 + i % 20)]),  # in both states
+            lambda i: client.get_collection(COLLECTION),
+            lambda i: client.count(COLLECTION),
+        ]
+        answered = 0
+
+        async def read_until_restored(read: Callable[[int], Awaitable[Any]]) -> None:
+            nonlocal answered
+            i = 0
+            while not restoring.done():
+                assert await read(i % POINTS)
+                answered += 1
+                i += 1
+
+        await asyncio.gather(restoring, *(read_until_restored(read) for read in reads * 2))
+        assert answered >= len(reads) * 2
+        assert (await client.count(COLLECTION)).count == POINTS
+    finally:
+        await client.close()
+
+
+async def test_a_restore_or_snapshot_cut_short_by_a_crash_leaves_the_collection_and_no_debris(tmp_path: Path):
+    client, snapshot, _ = await _snapshotted(tmp_path)
+    await _change_everything(client)
+    changed = await _state(client)
+    await client.close()
+    # A crash before a restore's commit leaves an unpacked shard that no record names; one while a
+    # snapshot is written, the shard's copy and a partial file.
+    copy_folder(
+        tmp_path / "shards" / COLLECTION, tmp_path / "restored" / COLLECTION / "20260101T000000000000Z"
+    )
+    folder = tmp_path / "snapshots" / COLLECTION
+    copy_folder(tmp_path / "shards" / COLLECTION, folder / f".{COLLECTION}-2027.snapshot.shard")
+    (folder / f".{COLLECTION}-2027.snapshot.tmp").write_bytes(b"partial")
+
+    reopened = EdgeQdrantClient(tmp_path)
+    try:
+        assert await _state(reopened) == changed
+        assert not list((tmp_path / "restored").rglob("*"))
+        assert sorted(p.name for p in folder.iterdir()) == [snapshot.name, f"{snapshot.name}.checksum"]
+        assert await reopened.list_snapshots(COLLECTION) == [snapshot]
+    finally:
+        await reopened.close()

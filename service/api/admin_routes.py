@@ -131,7 +131,12 @@ class AdminController(ApiController, part="admin", role="admin"):
 
     @post(
         "/snapshots",
-        summary="Create a snapshot of the collection (Qdrant server; 501 in local mode)",
+        summary="Create a snapshot of the collection (501 with QDRANT_EMBEDDED_ENGINE=local)",
+        description=(
+            "A consistent copy of the live collection: on a Qdrant server, the server's snapshot; on the "
+            "embedded store, a file in QDRANT_PATH/snapshots/<collection>/ (writes wait while the shard "
+            "is flushed and copied, searches go on)."
+        ),
         responses=error_responses(501, 503),
         status_code=201,
     )
@@ -140,19 +145,36 @@ class AdminController(ApiController, part="admin", role="admin"):
 
     @get(
         "/snapshots",
-        summary="List snapshots (Qdrant server; 501 in local mode)",
-        responses=error_responses(501),
+        summary="List the collection's snapshots, oldest first (501 with QDRANT_EMBEDDED_ENGINE=local)",
+        responses=error_responses(501, 503),
     )
     async def list_snapshots(self, admin: NamedDependency[AdminService]) -> list[dict[str, Any]]:
         return await admin.runtime.store.list_snapshots()
 
     @post(
         "/snapshots/{name:str}/restore",
-        summary="Restore the collection from one of its snapshots (Qdrant server; 501 in local mode)",
-        responses=error_responses(501, 503),
+        summary="Restore the collection from one of its snapshots (501 with QDRANT_EMBEDDED_ENGINE=local)",
+        description=(
+            "Replaces every point, the collection's metadata and payload indexes by the snapshot's; "
+            "searches keep answering throughout. 404 `snapshot_not_found`: no such snapshot. "
+            "409 `snapshot_unusable` (embedded store): the file is damaged or holds other vectors; "
+            "the live collection is unchanged."
+        ),
+        responses=error_responses(404, 409, 501, 503),
         status_code=200,
     )
     async def restore_snapshot(
         self, name: FromPath[str], admin: NamedDependency[AdminService]
     ) -> dict[str, Any]:
         return await admin.runtime.store.restore_snapshot(name)
+
+    @delete(
+        "/snapshots/{name:str}",
+        summary="Delete one of the collection's snapshots (501 with QDRANT_EMBEDDED_ENGINE=local)",
+        responses=error_responses(404, 501, 503),
+        status_code=200,
+    )
+    async def delete_snapshot(
+        self, name: FromPath[str], admin: NamedDependency[AdminService]
+    ) -> dict[str, Any]:
+        return await admin.runtime.store.delete_snapshot(name)

@@ -65,6 +65,7 @@ class QdrantApi(Protocol):
     async def create_snapshot(self, collection_name: str, **options: Any) -> Any: ...
     async def list_snapshots(self, collection_name: str) -> list[Any]: ...
     async def recover_snapshot(self, collection_name: str, location: str, **options: Any) -> Any: ...
+    async def delete_snapshot(self, collection_name: str, snapshot_name: str, **options: Any) -> Any: ...
     async def close(self) -> None: ...
 
 
@@ -84,8 +85,15 @@ class Backend:
 
     @property
     def is_embedded(self) -> bool:
-        """In this process on a folder (qdrant-edge or local mode): no snapshots, no concurrent owner."""
+        """In this process on a folder (qdrant-edge or local mode): no concurrent owner."""
         return self.engine != SERVER
+
+    def snapshot_location(self, collection: str, name: str) -> str:
+        """Where the engine's `recover_snapshot` finds a snapshot it made: a server, in its own
+        snapshots folder (as the server sees it); qdrant-edge, in the store's folder."""
+        if self.engine == EDGE:
+            return EdgeQdrantClient.snapshot_location(self.location, collection, name)
+        return f"file:///qdrant/snapshots/{collection}/{name}"
 
     async def close(self) -> None:
         # qdrant-client warns about closing its local mode's sqlite from a finaliser; nothing to act on.

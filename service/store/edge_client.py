@@ -14,6 +14,17 @@ Layout of the folder (one process owns it, see `EdgeQdrantClient.__init__`):
     collections/<name>.json    what the shard does not keep: the config as created, metadata, the
                                payload indexes asked for. The collection exists iff this file does.
     shards/<name>/             the collection's EdgeShard (segments, WAL, edge_config.json)
+    restored/<name>/<time>/    the collection's shard instead, once a snapshot was restored (the
+                               record's "shard" names it)
+    snapshots/<name>/<name>-<time>.snapshot[.checksum]
+                               snapshots and their SHA-256 (format: service/store/edge_snapshots.py)
+
+Snapshots: qdrant-edge 0.9 can unpack a server's snapshot but not make one, so they are made here: under
+the collection's write lock the shard is flushed and copied (only its data, see folders.py; writes wait
+that long, searches do not), then the copy and the record are written out as one tar. A restore unpacks
+the file beside the live shard, loads it, and swaps it in by replacing the record, the one commit point:
+searches in flight finish on the old shard, which is closed and deleted after them, so none fails. The
+old shard is never renamed or overwritten while open: closing a shard writes to its folder by path.
 
 Durability: `EdgeShard.update` appends to a memory-mapped WAL and returns without any fsync/msync
 (checked with strace); only `flush()` syncs the WAL and segments. A killed process loses nothing
@@ -32,6 +43,8 @@ ingest. Between those, new points sit in an appendable segment searched exactly.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import datetime as dt
 import fcntl
 import functools
@@ -41,6 +54,8 @@ import logging
 import os
 import shutil
 import time
+import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +68,9 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.models import QueryResponse
 
 from service.store import edge_convert as convert
+from service.store import edge_snapshots as snapshots
 from service.store.edge_convert import Unsupported, refuse
+from service.store.folders import copy_folder, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +78,8 @@ T = TypeVar("T")
 
 LOCK_FILE = ".edge.lock"
 ALIASES_FILE = "aliases.json"
+SNAPSHOTS_DIR = "snapshots"
+RESTORED_DIR = "restored"
 RECORD_FORMAT = 1
 _SCROLL_PAGE = 1024
 _INVALID_NAME_CHARS = set('<>:"/\\|?*\0')
@@ -112,14 +131,6 @@ def _engine_call(fn: Callable[..., T], *args: Any) -> T:
 # -- the folder ------------------------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, data: Any) -> None:
     """Replace `path` atomically and durably: temp file, fsync, rename, fsync the directory."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -128,12 +139,12 @@ def _write_json(path: Path, data: Any) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _remove_durably(path: Path) -> None:
     path.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _read_json(path: Path) -> Any:
@@ -207,6 +218,8 @@ class _Collection:
     record: dict[str, Any]
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
+    # Shard calls in the pool now: a restore closes the shard it replaced only after them.
+    calls: set[concurrent.futures.Future[Any]] = field(default_factory=set)
 
 
 def _new_record(
@@ -517,15 +530,30 @@ class EdgeQdrantClient:
     def _shard_path(self, name: str) -> Path:
         return self._root / "shards" / name
 
+    def _shard_dir(self, name: str, record: Mapping[str, Any]) -> Path:
+        """Where a collection's shard is: shards/<name>/, or where a restore unpacked it."""
+        return self._root / record["shard"] if "shard" in record else self._shard_path(name)
+
+    def _snapshots_dir(self, name: str) -> Path:
+        return self._root / SNAPSHOTS_DIR / name
+
+    @staticmethod
+    def snapshot_location(root: str | os.PathLike[str], collection_name: str, snapshot_name: str) -> str:
+        """The `recover_snapshot` location of a snapshot made by the client on the folder `root`."""
+        snapshots.check_name(snapshot_name)
+        _check_name(collection_name)
+        return (Path(root).resolve() / SNAPSHOTS_DIR / collection_name / snapshot_name).as_uri()
+
     def _load_all(self, optimize: bool) -> dict[str, _Collection]:
         loaded: dict[str, _Collection] = {}
         for record_path in sorted((self._root / "collections").glob("*.json")):
             name = record_path.stem
             try:
+                record = _read_json(record_path)
                 started = time.perf_counter()
-                shard = _engine_call(edge.EdgeShard.load, str(self._shard_path(name)))
+                shard = _engine_call(edge.EdgeShard.load, str(self._shard_dir(name, record)))
                 opened = time.perf_counter()  # the WAL replayed: after a crash, what recovery cost
-                loaded[name] = _Collection(name, shard, _read_json(record_path))
+                loaded[name] = _Collection(name, shard, record)
                 if optimize:
                     self._optimize_now(loaded[name])
                 # Always logged: restart time after a crash is load + optimize, and operators need both.
@@ -540,7 +568,20 @@ class EdgeQdrantClient:
                     collection.shard.close()
                 raise
         self._aliases = {a: c for a, c in self._aliases.items() if c in loaded}
+        self._remove_leftovers(loaded)
         return loaded
+
+    def _remove_leftovers(self, loaded: Mapping[str, _Collection]) -> None:
+        """What a crash left: restores that never committed (or the shards they replaced), temp files."""
+        restored = self._root / RESTORED_DIR
+        kept = {self._shard_dir(c.name, c.record) for c in loaded.values()}
+        for folder in sorted(restored.glob("*/*")):
+            if folder not in kept:
+                shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+        for folder in sorted(restored.glob("*")):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        snapshots.remove_leftovers(self._root / SNAPSHOTS_DIR)
 
     @staticmethod
     def _optimize_now(collection: _Collection) -> bool:
@@ -592,9 +633,12 @@ class EdgeQdrantClient:
 
     async def _call(self, collection: _Collection, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking shard call in the pool; a collection dropped meanwhile reads as not found."""
-        loop = asyncio.get_running_loop()
+        future = self._pool.submit(functools.partial(_engine_call, fn, *args))
+        collection.calls.add(future)
+        # Runs in the pool thread when the call ends: set.discard is atomic under the GIL.
+        future.add_done_callback(collection.calls.discard)
         try:
-            return await loop.run_in_executor(self._pool, functools.partial(_engine_call, fn, *args))
+            return await asyncio.wrap_future(future)
         except EdgeStorageError as exc:
             if collection.closed:
                 raise ValueError(f"Collection {collection.name} not found") from exc
@@ -738,7 +782,7 @@ class EdgeQdrantClient:
             _remove_durably(self._record_path(collection_name))  # gone from here on, even after a crash
             await self._close_collection(collection)
             await asyncio.get_running_loop().run_in_executor(
-                self._pool, shutil.rmtree, self._shard_path(collection_name)
+                self._pool, _remove_shard, self._shard_dir(collection.name, collection.record), self._root
             )
         return True
 
@@ -788,6 +832,127 @@ class EdgeQdrantClient:
             _write_json(self._record_path(collection.name), record)
             collection.record = record
         return result
+
+    # -- snapshots -------------------------------------------------------------------------------
+
+    async def create_snapshot(
+        self, collection_name: str, wait: bool = True, **kwargs: Any
+    ) -> models.SnapshotDescription:
+        """A consistent copy of the collection as of now: every write acknowledged before it, none after."""
+        collection = self._collection(collection_name)
+        loop = asyncio.get_running_loop()
+        folder = self._snapshots_dir(collection.name)
+        destination = folder / snapshots.new_name(collection.name, dt.datetime.now(dt.timezone.utc))
+        staging = snapshots.staging(destination)
+        await loop.run_in_executor(self._pool, functools.partial(folder.mkdir, parents=True, exist_ok=True))
+        try:
+            async with collection.write_lock:  # writes wait for the flush and the copy, searches go on
+                if collection.closed:
+                    raise ValueError(f"Collection {collection.name} not found")
+                source = self._shard_dir(collection.name, collection.record)
+                await self._call(collection, _flush_and_copy, collection.shard, source, staging)
+                record = collection.record
+            return await loop.run_in_executor(
+                self._pool, snapshots.write, destination, collection.name, record, staging
+            )
+        finally:
+            await loop.run_in_executor(
+                self._pool, functools.partial(shutil.rmtree, staging, ignore_errors=True)
+            )
+
+    async def list_snapshots(self, collection_name: str, **kwargs: Any) -> list[models.SnapshotDescription]:
+        """Oldest first. A dropped collection's snapshots stay (and are listed) until deleted."""
+        self._check_open()
+        name = self._aliases.get(collection_name, collection_name)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, snapshots.listing, self._snapshots_dir(name)
+        )
+
+    async def delete_snapshot(
+        self, collection_name: str, snapshot_name: str, wait: bool = True, **kwargs: Any
+    ) -> bool:
+        self._check_open()
+        snapshots.check_name(snapshot_name)
+        name = self._aliases.get(collection_name, collection_name)
+        path = self._snapshots_dir(name) / snapshot_name
+        if not path.is_file():
+            raise EdgeRequestError(f"Snapshot {snapshot_name} of collection {name} not found")
+        await asyncio.get_running_loop().run_in_executor(self._pool, snapshots.remove, path)
+        return True
+
+    async def recover_snapshot(
+        self,
+        collection_name: str,
+        location: str,
+        api_key: str | None = None,
+        checksum: str | None = None,
+        priority: models.SnapshotPriority | None = None,
+        wait: bool = True,
+        **kwargs: Any,
+    ) -> bool:
+        """Replace the collection by a snapshot's (created if missing): points, vectors, payloads,
+        payload indexes, metadata and settings as they were. `location`: a file:// URI or a path.
+
+        The snapshot must be of a collection with the same vectors; a missing, damaged or other
+        collection's file raises `EdgeRequestError` and changes nothing. Searches run throughout
+        (on the old shard until the swap); writes wait for the swap only, and go to the new shard.
+        """
+        self._check_open()
+        path = _snapshot_file(location)
+        name = self._aliases.get(collection_name, collection_name)
+        _check_name(name)
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        destination = self._root / RESTORED_DIR / name / stamp
+        loop = asyncio.get_running_loop()
+        try:
+            shard, record = await loop.run_in_executor(
+                self._pool, _load_restored, path, destination, checksum
+            )
+            try:
+                record = {**record, "shard": destination.relative_to(self._root).as_posix()}
+                replaced = await self._swap_in(name, shard, record, path.name)
+            except BaseException:
+                await loop.run_in_executor(self._pool, _engine_call, shard.close)
+                raise
+        except BaseException:
+            await loop.run_in_executor(self._pool, _remove_shard, destination, self._root)
+            raise
+        if replaced is not None:
+            old_shard, old_dir, in_flight = replaced
+            # Searches that may still read the old shard finish first: none fails for the restore.
+            await loop.run_in_executor(None, concurrent.futures.wait, in_flight)
+            await loop.run_in_executor(self._pool, _engine_call, _flush_and_close, old_shard)
+            await loop.run_in_executor(self._pool, _remove_shard, old_dir, self._root)
+        return True
+
+    async def _swap_in(
+        self, name: str, shard: Any, record: dict[str, Any], snapshot: str
+    ) -> tuple[Any, Path, list[concurrent.futures.Future[Any]]] | None:
+        """Make a loaded shard the collection's (the record is the commit point); returns the shard it
+        replaced, its folder and the calls that may still use it (None for a new collection)."""
+        async with self._catalogue_lock:
+            self._check_open()
+            collection = self._collections.get(name)
+            if collection is None:
+                if name in self._aliases:
+                    raise ValueError(f"Alias {name} already exists")
+                _write_json(self._record_path(name), record)
+                self._collections[name] = _Collection(name, shard, record)
+                return None
+            if _shape(record) != _shape(collection.record):
+                raise EdgeRequestError(
+                    f"{snapshot} holds a collection with other vectors than {name}: "
+                    f"{_shape(record)} instead of {_shape(collection.record)}"
+                )
+            async with collection.write_lock:  # no write in flight on the old shard
+                _write_json(self._record_path(name), record)
+                replaced = (
+                    collection.shard,
+                    self._shard_dir(name, collection.record),
+                    list(collection.calls),
+                )
+                collection.shard, collection.record = shard, record
+                return replaced
 
     # -- aliases ---------------------------------------------------------------------------------
 
@@ -1090,13 +1255,78 @@ def _create_shard(path: Path, config: Any) -> Any:
         shutil.rmtree(path)
     shard = edge.EdgeShard.create(str(path), config)
     shard.flush()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return shard
 
 
 def _flush_and_close(shard: Any) -> None:
     shard.flush()
     shard.close()
+
+
+def _remove_shard(path: Path, root: Path) -> None:
+    """Delete a shard's folder, and its collection's folder under restored/ once that is empty."""
+    shutil.rmtree(path, ignore_errors=True)
+    if path.parent.parent == root / RESTORED_DIR:
+        with contextlib.suppress(OSError):  # another shard of the collection is there (a restore)
+            path.parent.rmdir()
+
+
+def _flush_and_copy(shard: Any, source: Path, destination: Path) -> None:
+    shard.flush()
+    copy_folder(source, destination)
+
+
+def _snapshot_file(location: str) -> Path:
+    """The file a `recover_snapshot` location names: a file:// URI or a path on this machine."""
+    parsed = urllib.parse.urlparse(location)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return Path(urllib.request.url2pathname(parsed.path))
+    if parsed.scheme == "":
+        return Path(location)
+    raise Unsupported(f"snapshot location {location!r} (only a file:// URI or a path on this machine)")
+
+
+def _shape(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What a collection's points must fit: vector names, sizes, distances, multivector and sparse
+    modifiers (storage and index settings may differ)."""
+
+    def dense(params: Mapping[str, Any]) -> tuple[Any, ...]:
+        return params.get("size"), params.get("distance"), params.get("multivector_config")
+
+    vectors = record.get("vectors") or {}
+    return {
+        "vectors": dense(vectors)
+        if "size" in vectors
+        else {name: dense(params) for name, params in vectors.items()},
+        "sparse_vectors": {
+            name: (params or {}).get("modifier")
+            for name, params in (record.get("sparse_vectors") or {}).items()
+        },
+    }
+
+
+def _load_restored(snapshot: Path, destination: Path, checksum: str | None) -> tuple[Any, dict[str, Any]]:
+    """Unpack a snapshot beside `destination`, move its shard there and load it (a shard writes to
+    its folder by path, so it is loaded where it will stay). Returns (shard, record)."""
+    staging = destination.with_name(f".{destination.name}.unpacking")
+    staging.mkdir(parents=True)
+    try:
+        held, record = snapshots.unpack(snapshot, staging, checksum)
+        if record.get("format") != RECORD_FORMAT:
+            raise snapshots.UnusableSnapshot(
+                f"{snapshot.name}: unknown collection record format {record.get('format')!r}"
+            )
+        os.replace(staging / "shards" / held, destination)
+        fsync_dir(destination.parent)
+        try:
+            return _engine_call(edge.EdgeShard.load, str(destination)), record
+        except (EdgeRequestError, EdgeStorageError) as exc:
+            raise snapshots.UnusableSnapshot(f"{snapshot.name}: its shard does not load: {exc}") from exc
+    except snapshots.UnusableSnapshot as exc:
+        raise EdgeRequestError(str(exc)) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _refusing(name: str) -> Callable[..., Any]:

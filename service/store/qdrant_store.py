@@ -8,7 +8,7 @@ the store's parts, each in its own module:
   reads.py          searches (batched, fused inside Qdrant) and reads; query_requests.py builds them
   writes.py         acknowledged upserts, deletes and payload updates
   dual_writes.py    a reindex's state: writes reach the collection being built too, until the swap
-  overview.py       the admin views; snapshots.py the server's snapshots
+  overview.py       the admin views; snapshots.py snapshots (a server's, or qdrant-edge's in its folder)
 The parts share the backend and the guard and talk to each other through public methods only.
 """
 
@@ -122,7 +122,7 @@ class AnimeStore:
 
     @property
     def is_embedded(self) -> bool:
-        """In this process on a folder (qdrant-edge or local mode): no snapshots, no concurrent owner."""
+        """In this process on a folder (qdrant-edge or local mode): no concurrent owner."""
         return self.backend.is_embedded
 
     @property
@@ -343,3 +343,6 @@ class AnimeStore:
 
     async def restore_snapshot(self, name: str) -> dict[str, Any]:
         return await self._snapshots.restore(name)
+
+    async def delete_snapshot(self, name: str) -> dict[str, Any]:
+        return await self._snapshots.delete(name)
