@@ -90,8 +90,18 @@ $(VENV)/.ready-kubectl: $(VENV)/.ready-dev
 	$(VENV)/bin/kubectl version --client
 	touch $@
 
+# openapi-python-client, the generator tests/test_openapi.py builds a client with from /docs/openapi.json
+# (README "Generated clients"), in a venv of its own as its docs advise: it caps typer below the version
+# the dev extra resolves to, and the client it writes needs only httpx, attrs and python-dateutil.
+OPENAPI_CLIENT_VERSION ?= 0.29.1
+OPENAPI_CLIENT_VENV    ?= .venv-openapi-client
+$(OPENAPI_CLIENT_VENV)/.ready-$(OPENAPI_CLIENT_VERSION):
+	$(PYTHON) -m venv $(OPENAPI_CLIENT_VENV)
+	$(OPENAPI_CLIENT_VENV)/bin/pip install --quiet "openapi-python-client==$(OPENAPI_CLIENT_VERSION)"
+	touch $@
+
 # -rs (pyproject) lists every skip; tests/conftest.py fails the run on a skip not on its allow-list.
-test: lint system-deps $(VENV)/.ready-kubectl
+test: lint system-deps $(VENV)/.ready-kubectl $(OPENAPI_CLIENT_VENV)/.ready-$(OPENAPI_CLIENT_VERSION)
 	$(PY) -m pytest -q
 
 # -- benchmarks (benchmarks/RESULTS.md): one command, measurements run one after another ------------

@@ -12,7 +12,7 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
 
 from service import __version__
 from service.admin.operations import AdminService
@@ -21,6 +21,7 @@ from service.api.caller import provide_caller
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.observe import Observer
 from service.api.openapi_security import declare, guard_answers, security_components, security_requirement
+from service.api.openapi_ui import swagger_ui, swagger_ui_assets
 from service.api.search_routes import SearchController
 from service.api.similarity_routes import SimilarityController
 from service.api.strict import StrictBody
@@ -120,11 +121,13 @@ def create_app(
             description="Search anime by text, picture or both; recommend similar anime.",
             path="/docs",
             components=security_components(policy),
-            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
-            # The document is public, and limited per address like every route but the probes.
+            # Swagger UI from the service's own copy: /docs renders without internet access.
+            render_plugins=[swagger_ui("/docs"), JsonRenderPlugin(path="/openapi.json")],
+            # The document and the page's files are public, and limited per address like every route
+            # but the probes.
             openapi_router=Router(
                 "/docs",
-                route_handlers=[],
+                route_handlers=[swagger_ui_assets()],
                 guards=[limit_rate(None)],
                 include_in_schema=False,
                 dto=None,

@@ -40,6 +40,7 @@ class AdminController(ApiController, part="admin", role="admin"):
 
     @post(
         "/vectors/upsert",
+        operation_id="upsertAnime",
         summary="Insert or replace anime (idempotent by anime_id); the service embeds what is missing",
         description=(
             "200: all stored. 207: some stored, the rest failed (see items). 422 `nothing_stored`: none "
@@ -59,6 +60,7 @@ class AdminController(ApiController, part="admin", role="admin"):
 
     @delete(
         "/vectors/{anime_id:str}",
+        operation_id="deleteAnime",
         summary="Delete one anime (all its vectors)",
         responses=error_responses(404, 422, 503),
         status_code=200,
@@ -68,24 +70,34 @@ class AdminController(ApiController, part="admin", role="admin"):
     ) -> DeleteResponse:
         return await admin.delete(anime_id)
 
-    @get("/stats", summary="Points, vectors per name, payload indexes, model versions present")
+    @get(
+        "/stats",
+        operation_id="collectionStats",
+        summary="Points, vectors per name, payload indexes, model versions present",
+    )
     async def stats(self, admin: NamedDependency[AdminService]) -> dict[str, Any]:
         return await admin.stats()
 
     @get(
         "/collection/info",
+        operation_id="collectionInfo",
         summary="The collection behind the alias: vectors, index and quantization settings",
     )
     async def collection_info(self, admin: NamedDependency[AdminService]) -> dict[str, Any]:
         return await admin.collection_info()
 
-    @get("/health", summary="Each dependency with its latency, and the reindex state")
+    @get(
+        "/health",
+        operation_id="adminHealth",
+        summary="Each dependency with its latency, and the reindex state",
+    )
     async def health(self, admin: NamedDependency[AdminService]) -> Response[dict[str, Any]]:
         report = await admin.health()
         return Response(report, status_code=503 if report["status"] == "down" else 200)
 
     @post(
         "/reindex",
+        operation_id="startReindex",
         summary="Rebuild the collection (new index settings or re-embedding) and swap it in without downtime",
         responses=error_responses(400, 409, 422, 503),
         status_code=202,
@@ -95,22 +107,32 @@ class AdminController(ApiController, part="admin", role="admin"):
     ) -> ReindexJobView:
         return admin.start_reindex(data)
 
-    @get("/reindex", summary="Reindex jobs of this process")
+    @get("/reindex", operation_id="listReindexJobs", summary="Reindex jobs of this process")
     async def reindex_jobs(self, admin: NamedDependency[AdminService]) -> list[ReindexJobView]:
         return admin.jobs()
 
-    @get("/reindex/{job_id:str}", summary="Progress of one reindex job", responses=error_responses(404))
+    @get(
+        "/reindex/{job_id:str}",
+        operation_id="getReindexJob",
+        summary="Progress of one reindex job",
+        responses=error_responses(404),
+    )
     async def reindex_job(
         self, job_id: FromPath[str], admin: NamedDependency[AdminService]
     ) -> ReindexJobView:
         return admin.job(job_id)
 
-    @get("/models/text", summary="Text model versions: served, in the collection, default, A/B shares")
+    @get(
+        "/models/text",
+        operation_id="textModelVersions",
+        summary="Text model versions: served, in the collection, default, A/B shares",
+    )
     async def text_versions(self, admin: NamedDependency[AdminService]) -> TextVersionsView:
         return await versions.describe(admin.runtime)
 
     @post(
         "/models/text/promote",
+        operation_id="promoteTextModel",
         summary="Make a text model version the default, when the harness's evidence shows it is better",
         responses=error_responses(400, 404, 409, 422, 503),
         status_code=200,
@@ -122,6 +144,7 @@ class AdminController(ApiController, part="admin", role="admin"):
 
     @post(
         "/models/text/rollback",
+        operation_id="rollbackTextModel",
         summary="Return to the previous default text model version",
         responses=error_responses(409, 503),
         status_code=200,
@@ -131,6 +154,7 @@ class AdminController(ApiController, part="admin", role="admin"):
 
     @post(
         "/snapshots",
+        operation_id="createSnapshot",
         summary="Create a snapshot of the collection (501 with QDRANT_EMBEDDED_ENGINE=local)",
         description=(
             "A consistent copy of the live collection: on a Qdrant server, the server's snapshot; on the "
@@ -145,6 +169,7 @@ class AdminController(ApiController, part="admin", role="admin"):
 
     @get(
         "/snapshots",
+        operation_id="listSnapshots",
         summary="List the collection's snapshots, oldest first (501 with QDRANT_EMBEDDED_ENGINE=local)",
         responses=error_responses(501, 503),
     )
@@ -153,6 +178,7 @@ class AdminController(ApiController, part="admin", role="admin"):
 
     @post(
         "/snapshots/{name:str}/restore",
+        operation_id="restoreSnapshot",
         summary="Restore the collection from one of its snapshots (501 with QDRANT_EMBEDDED_ENGINE=local)",
         description=(
             "Replaces every point, the collection's metadata and payload indexes by the snapshot's; "
@@ -170,6 +196,7 @@ class AdminController(ApiController, part="admin", role="admin"):
 
     @delete(
         "/snapshots/{name:str}",
+        operation_id="deleteSnapshot",
         summary="Delete one of the collection's snapshots (501 with QDRANT_EMBEDDED_ENGINE=local)",
         responses=error_responses(404, 501, 503),
         status_code=200,

@@ -5,6 +5,7 @@ Clients branch on `error.code`; nothing a client sends can make the service answ
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -17,6 +18,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIResponse, Operation, Reference
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from service.platform.errors import ServiceError
@@ -124,3 +126,26 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
         status: ResponseSpec(data_container=ErrorResponse, description=_CODES.get(status, "error"))
         for status in statuses
     }
+
+
+@dataclass
+class EnvelopeOperation(Operation):
+    """An operation whose documented errors are the ones the service gives, in its envelope.
+
+    Litestar documents a 400 with a body of its own on every operation that takes parameters, for
+    its ValidationException. This service answers that exception 422 `validation_error` in the
+    envelope (`_validation_error`; the routes declare it), so that 400 is dropped; a route that does
+    answer 400 (malformed JSON) declares it with `error_responses`, which replaces Litestar's. Its
+    body also typed a field both `array` and `object` with `additionalProperties`, which made client
+    generators drop every error answer of those operations.
+    """
+
+    def __post_init__(self) -> None:
+        answer = (self.responses or {}).get("400")
+        if isinstance(answer, OpenAPIResponse) and not _names_its_body(answer):
+            del self.responses["400"]  # type: ignore[union-attr]
+
+
+def _names_its_body(answer: OpenAPIResponse) -> bool:
+    """Whether the body is a named schema (the envelope is); Litestar's own error body is inline."""
+    return any(isinstance(media.schema, Reference) for media in (answer.content or {}).values())

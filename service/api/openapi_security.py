@@ -20,12 +20,12 @@ from litestar.openapi.spec import (
     Components,
     OpenAPIHeader,
     OpenAPIResponse,
-    Operation,
     Schema,
     SecurityScheme,
 )
 from litestar.openapi.spec.enums import OpenAPIType
 
+from service.api.errors import EnvelopeOperation
 from service.schemas import ErrorResponse
 from service.security.auth import Role
 from service.security.policy import SecurityPolicy
@@ -74,13 +74,12 @@ def guard_answers(policy: SecurityPolicy, role: Role | None, *, limited: bool) -
 
 
 def declare(routes: Routes, answers: dict[int, ResponseSpec]) -> Routes:
-    """`routes` (a controller or one handler) with `answers` added to each operation's documented ones.
+    """`routes` (a controller or one handler) with `answers` added to each operation's documented ones,
+    and each operation documented as a `GuardedOperation` (so only the service's own error answers).
 
     Handlers are copied, never changed: the module-level ones serve every app built in this process,
     each under its own configuration.
     """
-    if not answers:
-        return routes
     if isinstance(routes, HTTPRouteHandler):
         return _with_answers(routes, answers)
     handlers = {
@@ -103,11 +102,12 @@ def _answer(description: str) -> ResponseSpec:
 
 
 @dataclass
-class GuardedOperation(Operation):
+class GuardedOperation(EnvelopeOperation):
     """An operation whose refusals name their headers: a 401 challenges, a 429 says when to retry
     (a `ResponseSpec` describes a body, not headers)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for status, header, schema in (
             ("401", "WWW-Authenticate", Schema(type=OpenAPIType.STRING)),
             ("429", "Retry-After", Schema(type=OpenAPIType.INTEGER, minimum=1)),

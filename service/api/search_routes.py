@@ -31,6 +31,7 @@ AnimeIdPath = Annotated[
 class SearchController(ApiController, part="search", role="search"):
     @post(
         "/",
+        operation_id="searchText",
         status_code=200,
         summary="Search anime by natural-language text",
         responses=error_responses(400, 404, 422, 502, 503),
@@ -45,6 +46,7 @@ class SearchController(ApiController, part="search", role="search"):
 
     @post(
         "/image",
+        operation_id="searchImage",
         status_code=200,
         summary="Search anime by a picture (cover art, screenshot): picture and thumbnail vectors, fused",
         responses=error_responses(400, 413, 415, 422, 502, 503),
@@ -56,6 +58,7 @@ class SearchController(ApiController, part="search", role="search"):
 
     @post(
         "/multimodal",
+        operation_id="searchMultimodal",
         status_code=200,
         summary="Search by text and/or picture with weights; a missing part falls back to the other",
         responses=error_responses(400, 404, 413, 415, 422, 502, 503),
@@ -70,6 +73,7 @@ class SearchController(ApiController, part="search", role="search"):
 
     @get(
         "/by-id/{anime_id:str}",
+        operation_id="searchById",
         summary="Get one anime by id",
         responses=error_responses(404, 422, 503),
     )

@@ -43,6 +43,7 @@ def _filters(
 class SimilarityController(ApiController, part="similarity", role="search"):
     @get(
         "/{kind:str}/{anime_id:str}",
+        operation_id="similarAnime",
         summary="Anime similar to one anime: kind = anime (content), visual (pictures), vector (all)",
         responses=error_responses(404, 422, 503),
     )
@@ -77,6 +78,7 @@ class SimilarityController(ApiController, part="similarity", role="search"):
 
     @post(
         "/batch",
+        operation_id="similarBatch",
         status_code=200,
         summary="Similar anime for up to 50 ids in one call: exactly one answer per id, in order",
         responses=error_responses(400, 404, 422, 503),

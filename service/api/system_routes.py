@@ -23,6 +23,7 @@ from service.security.guards import limit_rate, requires_role_unless_public
 
 @get(
     "/",
+    operation_id="serviceInfo",
     tags=["system"],
     summary="Service info: version, engine, store and the models behind each role",
     guards=[limit_rate(None)],
@@ -78,6 +79,7 @@ async def service_info(state: State) -> ServiceInfo:
 
 @get(
     "/health",
+    operation_id="health",
     tags=["system"],
     summary="Dependency health: ok, degraded (a model is down; named in components) or down (store; 503)",
     responses={503: ResponseSpec(data_container=HealthResponse, description="a required dependency is down")},
@@ -90,6 +92,7 @@ async def health(state: State) -> Response[HealthResponse]:
 
 @get(
     "/metrics",
+    operation_id="metrics",
     tags=["system"],
     summary="Prometheus metrics (text exposition format)",
     media_type=CONTENT_TYPE,
