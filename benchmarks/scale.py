@@ -31,7 +31,10 @@ that resident memory is that cell's alone:
   end through the app at 1 client;
   (c) qdrant-edge only: recall@10 of each dense list (facts, title, synopsis: the vectors a text
   search sends) at the configured ef (QDRANT_SEARCH_EF, else Qdrant's default, the ef_construct) on
-  the HNSW index against an exact scan (`SearchParams(exact=True)`), without and with the filter.
+  the HNSW index against an exact scan (`SearchParams(exact=True)`), without and with the filter,
+  and at each ef of `EF_SWEEP` with one list's time; recall counts points tied at the exact k-th score
+  as interchangeable (`recall_with_ties`: identical `facts` sentences are common), the share of the
+  exact ids found is kept beside it (`mean_by_id`).
   The service itself scans exactly up to QDRANT_EXACT_SEARCH_UP_TO anime (`search` in the table says
   what it did at each size); the recall is the graph's either way. Below Qdrant's full_scan_threshold
   a segment is scanned even without `exact` (`indexed_vectors` tells whether a graph was built).
@@ -71,6 +74,7 @@ from benchmarks.scale_catalogue import (
     points,
     read_source,
     recall_at_k,
+    recall_with_ties,
 )
 from service.cache.policy import QueryEmbedding, QueryEncoder
 from service.domain.documents import AnimeDocument
@@ -452,12 +456,13 @@ async def measure_recall(runtime: Any, queries: Sequence[dict[str, Any]], label:
     lists_of = TextLists(runtime)
     model = runtime.default_model
     table = embeddings_of(queries)
-    found: dict[str, dict[str, list[float]]] = {}
+    # (recall by id, recall with ties) per dense list and filter.
+    found: dict[str, dict[str, list[tuple[float, float]]]] = {}
     # The same lists at other ef values: which ef reaches the recall target, and what a list costs there.
-    swept: dict[int, dict[str, dict[str, list[float]]]] = {e: {} for e in EF_SWEEP}
+    swept: dict[int, dict[str, dict[str, list[tuple[float, float]]]]] = {e: {} for e in EF_SWEEP}
     swept_ms: dict[int, list[float]] = {e: [] for e in EF_SWEEP}
 
-    async def top(vector_query: Any, query_filter: Any, params: Any) -> list[str]:
+    async def top(vector_query: Any, query_filter: Any, params: Any) -> list[tuple[str, float]]:
         response = await client.query_points(
             store.alias,
             query=builder.query_vector(vector_query),
@@ -467,7 +472,12 @@ async def measure_recall(runtime: Any, queries: Sequence[dict[str, Any]], label:
             limit=K,
             with_payload=False,
         )
-        return [str(p.id) for p in response.points]
+        return [(str(p.id), float(p.score)) for p in response.points]
+
+    def both(answer: list[tuple[str, float]], truth: list[tuple[str, float]]) -> tuple[float, float] | None:
+        by_id = recall_at_k([i for i, _ in answer], [i for i, _ in truth], K)
+        by_score = recall_with_ties(answer, truth, K)
+        return None if by_id is None or by_score is None else (by_id, by_score)
 
     with counter(f"{label} recall", len(queries) * 2, unit="query") as advance:
         for filtered in (False, True):
@@ -479,24 +489,32 @@ async def measure_recall(runtime: Any, queries: Sequence[dict[str, Any]], label:
                     if vector_query.using not in store.schema.dense:
                         continue
                     truth = await top(vector_query, query_filter, exact)
-                    recall = recall_at_k(await top(vector_query, query_filter, graph), truth, K)
+                    recall = both(await top(vector_query, query_filter, graph), truth)
                     if recall is not None:
                         found.setdefault(vector_query.using, {}).setdefault(name, []).append(recall)
                     for ef_value in EF_SWEEP:
                         started = time.perf_counter()
                         answer = await top(vector_query, query_filter, models.SearchParams(hnsw_ef=ef_value))
                         swept_ms[ef_value].append((time.perf_counter() - started) * 1000)
-                        recall = recall_at_k(answer, truth, K)
+                        recall = both(answer, truth)
                         if recall is not None:
                             swept[ef_value].setdefault(vector_query.using, {}).setdefault(name, []).append(
                                 recall
                             )
                 advance(1)
 
-    def means(by_vector: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    def means(
+        by_vector: dict[str, dict[str, list[tuple[float, float]]]],
+    ) -> dict[str, dict[str, dict[str, float]]]:
+        """`mean`: recall with ties (the verdict's); `mean_by_id`: the share of the exact ids found."""
         return {
             vector: {
-                name: {"mean": float(np.mean(values)), "min": float(np.min(values)), "n": len(values)}
+                name: {
+                    "mean": float(np.mean([v[1] for v in values])),
+                    "min": float(np.min([v[1] for v in values])),
+                    "mean_by_id": float(np.mean([v[0] for v in values])),
+                    "n": len(values),
+                }
                 for name, values in by_filter.items()
             }
             for vector, by_filter in by_vector.items()

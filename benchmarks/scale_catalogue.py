@@ -210,3 +210,28 @@ def recall_at_k(found: Sequence[str], exact: Sequence[str], k: int = 10) -> floa
     if not truth:
         return None
     return len(truth & set(found[:k])) / len(truth)
+
+
+# Scores closer than this are one score: float32 sums of the same terms in another order differ ~1e-7.
+TIE = 1e-6
+
+
+def recall_with_ties(
+    found: Sequence[tuple[str, float]], exact: Sequence[tuple[str, float]], k: int = 10
+) -> float | None:
+    """recall@k where points tied at the exact k-th score are interchangeable: every exact neighbour
+    scoring above the k-th must be found by id, and the remaining slots may be filled by any point
+    scoring the k-th score (within `TIE`). Anime with identical vectors are common here (the `facts`
+    text of two TV comedies of one year is the same sentence), and id-set recall would count an
+    arbitrary choice among them as a miss. Scores are similarities (higher is better); the graph's are
+    exact (no quantization), so a score at the k-th's level is a true one."""
+    top = list(exact[:k])
+    if not top:
+        return None
+    kth = top[-1][1]
+    above = {i for i, score in top if score > kth + TIE}
+    tied_slots = len(top) - len(above)
+    found_top = found[:k]
+    hits_above = sum(1 for i, _ in found_top if i in above)
+    hits_tied = sum(1 for _, score in found_top if abs(score - kth) <= TIE)
+    return (hits_above + min(hits_tied, tied_slots)) / len(top)

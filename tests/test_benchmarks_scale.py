@@ -25,6 +25,7 @@ from benchmarks.scale_catalogue import (
     points,
     read_source,
     recall_at_k,
+    recall_with_ties,
 )
 from service.domain.sparse import SparseVector
 from service.store.qdrant_store import AnimeStore
@@ -145,6 +146,17 @@ def test_recall_counts_the_exact_top_k_found() -> None:
     assert recall_at_k(["e0", "x", "e2", "e11", "y"], exact, 10) == 0.2  # e11 is beyond the exact top 10
     assert recall_at_k(["e1", "e0"], ["e0", "e1"], 10) == 1.0  # order within the top k does not matter
     assert recall_at_k(["a"], [], 10) is None  # a filter nothing passes: nothing to find
+
+
+def test_recall_with_ties_forgives_only_a_choice_among_equal_scores() -> None:
+    exact = [("a", 0.9), ("b", 0.8), ("c", 0.7)]  # and "d", "e" tie with "c" beyond the top 3
+    assert recall_with_ties([("a", 0.9), ("b", 0.8), ("d", 0.7)], exact, 3) == 1.0  # any tied one is right
+    assert recall_with_ties([("a", 0.9), ("d", 0.7), ("e", 0.7)], exact, 3) == pytest.approx(
+        2 / 3
+    )  # b missed
+    assert recall_with_ties([("a", 0.9), ("b", 0.8), ("x", 0.6)], exact, 3) == pytest.approx(2 / 3)
+    assert recall_with_ties([("a", 0.9)], [("a", 0.9), ("b", 0.5)], 10) == 0.5  # a filter: two to find
+    assert recall_with_ties([("a", 0.5)], [], 10) is None
 
 
 def _fake_serve(engine: str, size: int) -> dict[str, Any]:
