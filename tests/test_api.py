@@ -225,3 +225,19 @@ async def test_unreachable_triton_answers_503_with_the_reason(real_repository, s
         assert health.json()["components"]["triton:text_embedder:1"]["status"] == "down"
         # The store is fine, so lookups that need no encoder still work.
         assert (await client.get("/api/v1/search/by-id/eva")).status_code == 200
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+async def test_only_the_service_process_freezes_what_start_up_built(tiny_repository: Path, tmp_path, freeze):
+    """`python -m service` moves start-up's objects out of the collector's sight (a full collection
+    then skips them); an app built by a test or a benchmark leaves the collector alone."""
+    import gc
+
+    gc.unfreeze()
+    settings = load_settings({}, model_repository=tiny_repository, qdrant_path=tmp_path / "q")
+    try:
+        async with AsyncTestClient(create_app(settings, freeze_gc=freeze)) as client:
+            assert (await client.get("/health")).status_code == 200
+            assert (gc.get_freeze_count() > 0) is freeze
+    finally:
+        gc.unfreeze()
