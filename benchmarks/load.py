@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -60,12 +61,24 @@ def _stats(mode: str, latencies: list[float], errors: int, wall: float, **extra:
     )
 
 
-async def _send(client: httpx.AsyncClient, request: tuple[str, str, Any]) -> bool:
+async def _send(
+    client: httpx.AsyncClient, request: tuple[str, str, Any], reasons: Counter[str] | None = None
+) -> bool:
+    """Whether the request was answered 200; a failure's reason is counted in `reasons` (the status
+    and the service's error code, or the exception), so a run says what went wrong, not only how often."""
     method, path, body = request
     try:
         response = await client.request(method, path, json=body)
-    except httpx.HTTPError:
+    except httpx.HTTPError as exc:
+        if reasons is not None:
+            reasons[f"{method} {path.split('?')[0]}: {type(exc).__name__}"] += 1
         return False
+    if response.status_code != 200 and reasons is not None:
+        try:
+            code = response.json()["error"]["code"]
+        except (ValueError, KeyError, TypeError):
+            code = "-"
+        reasons[f"{method} {path.split('?')[0]}: {response.status_code} {code}"] += 1
     return response.status_code == 200
 
 
@@ -79,6 +92,7 @@ async def closed_loop(
     label: str = "load",
     samples: Samples | None = None,
     failures: Failures | None = None,
+    reasons: Counter[str] | None = None,
 ) -> Stats:
     latencies: list[float] = []
     errors = 0
@@ -93,7 +107,7 @@ async def closed_loop(
                 nonlocal errors
                 for i in pending:
                     started = time.perf_counter()
-                    ok = await _send(client, make(i))
+                    ok = await _send(client, make(i), reasons)
                     latencies.append((time.perf_counter() - started) * 1000)
                     if samples is not None:
                         samples.append((i, latencies[-1]))
@@ -118,6 +132,7 @@ async def open_loop(
     label: str = "load",
     samples: Samples | None = None,
     failures: Failures | None = None,
+    reasons: Counter[str] | None = None,
 ) -> Stats:
     total = max(1, int(rps * duration_s))
     latencies: list[float] = []
@@ -131,7 +146,7 @@ async def open_loop(
 
             async def one(i: int, scheduled: float) -> None:
                 nonlocal errors
-                ok = await _send(client, make(i))
+                ok = await _send(client, make(i), reasons)
                 latencies.append((time.perf_counter() - scheduled) * 1000)
                 if samples is not None:
                     samples.append((i, latencies[-1]))

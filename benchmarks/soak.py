@@ -153,10 +153,12 @@ async def soak_load(
     duration_s: float,
     window_s: float,
     rss_every_s: float = RSS_EVERY_S,
-) -> tuple[list[Outcome], list[tuple[float, float]]]:
-    """The open loop, with the service's RSS read every `rss_every_s` and a progress line per window."""
+) -> tuple[list[Outcome], list[tuple[float, float]], Counter[str]]:
+    """The open loop, with the service's RSS read every `rss_every_s` and a progress line per window;
+    also what each failure was (status and error code, or the exception), counted."""
     samples: Samples = []
     failures: Failures = []
+    reasons: Counter[str] = Counter()
     rss: list[tuple[float, float]] = []
     started = time.perf_counter()
 
@@ -188,12 +190,15 @@ async def soak_load(
             label="soak",
             samples=samples,
             failures=failures,
+            reasons=reasons,
         )
     finally:
         watching.cancel()
+    if reasons:
+        say("errors: " + "; ".join(f"{reason} x{n}" for reason, n in reasons.most_common()))
     failed = set(failures)
     outcomes = [Outcome(i / rps, latency, i not in failed, mix.kind(i)) for i, latency in samples]
-    return sorted(outcomes, key=lambda o: o.scheduled_s), rss
+    return sorted(outcomes, key=lambda o: o.scheduled_s), rss, reasons
 
 
 def soak_phase(
@@ -224,7 +229,7 @@ def soak_phase(
             rps = load * capacity["capacity_rps"]
         duration_s = minutes * 60
         say(f"soak: {rps:.1f} req/s open loop for {minutes:g} min, windows of {window_s:g} s")
-        outcomes, rss = asyncio.run(
+        outcomes, rss, reasons = asyncio.run(
             soak_load(
                 base,
                 process.pid,
@@ -249,6 +254,7 @@ def soak_phase(
         "windows": window_rows(series),
         "summary": soak_summary(outcomes, series, warmup_windows),
         "kinds": by_kind(outcomes, since_s=warmup_s),
+        "error_reasons": dict(reasons.most_common()),
     }
 
 
@@ -510,6 +516,11 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip()
 
 
+def _reasons(soak: dict[str, Any]) -> str:
+    reasons = soak.get("error_reasons") or {}
+    return (" (" + "; ".join(f"{r} ×{n}" for r, n in reasons.items()) + ")") if reasons else ""
+
+
 def _soak_markdown(soak: dict[str, Any]) -> list[str]:
     lines = []
     capacity = soak.get("capacity")
@@ -543,7 +554,7 @@ def _soak_markdown(soak: dict[str, Any]) -> list[str]:
         "",
         "| | measured | target | verdict |",
         "|---|---|---|---|",
-        f"| errors | {s['errors']} of {s['requests']} | 0 | {_verdict(s['meets_errors'])} |",
+        f"| errors | {s['errors']} of {s['requests']}{_reasons(soak)} | 0 | {_verdict(s['meets_errors'])} |",
         f"| RSS growth after warm-up | {memory} | < {s['rss_growth_target_pct']:g}% "
         f"| {_verdict(s['meets_rss'])} |",
         f"| p95 per window after warm-up | {_ms(p95['min_ms'])}–{_ms(p95['max_ms'])} ms (median "

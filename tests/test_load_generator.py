@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,13 +147,21 @@ async def test_closed_loop_counts_requests_errors_and_percentiles(server: str) -
 
 async def test_open_loop_holds_the_target_rate(server: str) -> None:
     failures: Failures = []
+    reasons: Counter[str] = Counter()
     stats = await open_loop(
-        server, requests_failing_every(4), rps=40, duration_s=1.5, warmup=2, failures=failures
+        server,
+        requests_failing_every(4),
+        rps=40,
+        duration_s=1.5,
+        warmup=2,
+        failures=failures,
+        reasons=reasons,
     )
     assert (stats.mode, stats.concurrency, stats.target_rps) == ("open", None, 40)
     assert stats.requests == 60
     assert stats.errors == 15
     assert sorted(failures) == list(range(0, 60, 4))
+    assert reasons == {"GET /work: 503 -": 15}  # what failed, by status (the body has no error code)
     assert stats.error_rate == pytest.approx(0.25)
     assert_percentiles(stats)
     # Requests go out on a schedule, never ahead of it, and throughput counts until the last answer
