@@ -544,8 +544,10 @@ def run_fuzzer(command: list[str], env: dict[str, str], log_path: Path) -> tuple
             process.wait()
             break
         with contextlib.suppress(OSError, ValueError, IndexError):
-            line = next(x for x in status.read_text().splitlines() if x.startswith("VmHWM:"))
-            peak_kib = max(peak_kib, int(line.split()[1]))
+            # An exiting process (a zombie) still has a status file, without memory lines.
+            line = next((x for x in status.read_text().splitlines() if x.startswith("VmHWM:")), None)
+            if line is not None:
+                peak_kib = max(peak_kib, int(line.split()[1]))
         time.sleep(0.1)
     return process.returncode, log_path.read_text(errors="replace"), peak_kib / 1024
 
