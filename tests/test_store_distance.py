@@ -413,3 +413,15 @@ async def test_candidate_lists_name_their_anime_without_reading_payloads(client)
         [(h.anime_id, h.score) for h in hits] for hits in full
     ]
     assert all(h.anime_id.startswith("dist-") for hits in bare for h in hits)
+
+
+def test_point_names_keep_every_pair_of_one_call_at_the_bound():
+    """Past its bound the map forgets what it learnt before, never a pair of the call that passed it:
+    a search names its hits right after learning them, and a forgotten one would drop a hit."""
+    from service.store.point_names import PointNames
+
+    names = PointNames(max_names=3)
+    names.learn([("p1", "a1"), ("p2", "a2")])
+    names.learn([("p3", "a3"), ("p4", "a4")])
+    assert [names.name(p) for p in ("p1", "p2", "p3", "p4")] == [None, None, "a3", "a4"]
+    assert names.unknown(["p4", "p1", "p1"]) == ["p1"]

@@ -33,6 +33,7 @@ from service.platform.progress import counter
 from service.store import schema_check
 from service.store.edge_client import ALIASES_FILE, EdgeQdrantClient, is_local_mode_folder
 from service.store.filters import PAYLOAD_INDEXES
+from service.store.folders import fsync_dir
 
 _log = get_logger("service.store.migrate")
 
@@ -195,7 +196,7 @@ async def _copy(
                         for a, c in aliases.items()
                     ]
                 )
-            await _check_copy(local, edge, names, aliases, source)
+            await _check_copy(edge, copied, aliases, source)
             _log.info("building indexes", collections=len(names))
             await edge.optimize()
         finally:
@@ -255,18 +256,17 @@ async def _copy_collection(
 
 
 async def _check_copy(
-    local: AsyncQdrantClient,
-    edge: EdgeQdrantClient,
-    names: list[str],
-    aliases: dict[str, str],
-    source: Path,
+    edge: EdgeQdrantClient, copied: list[CollectionCopied], aliases: dict[str, str], source: Path
 ) -> None:
+    """The copy against the source's counts (taken before copying; the source is locked meanwhile)."""
     problems = []
-    for name in names:
-        want = (await local.count(name, exact=True)).count
-        got = (await edge.count(name, exact=True)).count
-        if want != got:
-            problems.append(f"collection {name}: {want} points in the local-mode store, {got} in the copy")
+    for collection in copied:
+        got = (await edge.count(collection.name, exact=True)).count
+        if collection.points != got:
+            problems.append(
+                f"collection {collection.name}: {collection.points} points in the local-mode store, "
+                f"{got} in the copy"
+            )
     copied = {a.alias_name: a.collection_name for a in (await edge.get_aliases()).aliases}
     if copied != aliases:
         problems.append(f"aliases {aliases} became {copied}")
@@ -291,11 +291,7 @@ def _put_in_place(plan: _Plan) -> None:
             destination.rmdir()  # checked empty
         os.rename(staging, destination)
     with contextlib.suppress(OSError):  # the renames survive a power cut where the file system allows
-        fd = os.open(destination.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(destination.parent)
 
 
 def _silent(_: int) -> None:

@@ -22,12 +22,13 @@ class PointNames:
         self._max = max_names
 
     def learn(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """Remember (point id, anime id) pairs; forget everything past `max_names` (a bound, not a cache
-        policy: the catalogue itself is the working set)."""
-        for point, anime_id in pairs:
-            if len(self._names) >= self._max:
-                self._names.clear()
-            self._names[point] = anime_id
+        """Remember (point id, anime id) pairs; forget everything learnt before once `max_names` would
+        be passed (a bound, not a cache policy: the catalogue itself is the working set). The pairs of
+        one call are always all kept: a search names its hits right after learning them."""
+        new = dict(pairs)
+        if len(self._names) + len(new) > self._max:
+            self._names.clear()
+        self._names.update(new)
 
     def unknown(self, points: Iterable[str]) -> list[str]:
         return list(dict.fromkeys(p for p in points if p not in self._names))
