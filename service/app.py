@@ -22,6 +22,7 @@ from service.api.errors import EXCEPTION_HANDLERS
 from service.api.observe import Observer
 from service.api.openapi_security import declare, guard_answers, security_components, security_requirement
 from service.api.openapi_ui import swagger_ui, swagger_ui_assets
+from service.api.playground_routes import playground_router
 from service.api.search_routes import SearchController
 from service.api.similarity_routes import SimilarityController
 from service.api.strict import StrictBody
@@ -147,6 +148,7 @@ def routes(policy: SecurityPolicy) -> list[Router]:
     metrics_role = None if policy.public_metrics else "search"
     return [
         Router("/", route_handlers=[declare(service_info, guard_answers(policy, None, limited=True))]),
+        playground_router(),
         Router(
             "/",
             route_handlers=[declare(health, guard_answers(policy, health_role, limited=False))],

@@ -140,6 +140,8 @@ class AnimeResult(msgspec.Struct, kw_only=True):
     genres: list[str] = []
     themes: list[str] = []
     studios: list[str] = []
+    # Other names, the Chinese one among them where the source has it (bangumi's `name_cn`).
+    synonyms: list[str] = []
     synopsis: str | None = None
     picture: str | None = None
     thumbnail: str | None = None
@@ -258,6 +260,7 @@ class ServiceInfo(msgspec.Struct, kw_only=True):
     collection: str
     models: list[ModelInfo]
     docs: str = "/docs"
+    playground: str = "/playground"
 
 
 class ComponentHealth(msgspec.Struct, kw_only=True):

@@ -103,3 +103,27 @@ def test_the_vendored_copy_is_the_version_named_with_its_licence_and_checksums()
     }
     for name, digest in listed.items():
         assert hashlib.sha256((ASSETS_DIR / name).read_bytes()).hexdigest() == digest, name
+
+
+async def test_playground_is_public_self_contained_and_under_its_policy(client: httpx.AsyncClient) -> None:
+    """/playground and its files come from this origin only, under a policy that runs nothing else. (What
+    the page does is checked in a real browser: tests/test_playground_browser.py.)"""
+    page = await client.get("/playground")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = dict(part.strip().split(" ", 1) for part in page.headers["content-security-policy"].split(";"))
+    assert policy["default-src"] == "'none'" and policy["script-src"] == "'self'"
+    assert policy["connect-src"] == "'self'" and policy["img-src"] == "* data: blob:"
+    parser = Resources()
+    parser.feed(page.text)
+    fetched = [(tag, url) for tag, url in parser.urls if not url.startswith("data:")]
+    assert sorted(tag for tag, _ in fetched) == ["a", "a", "link", "script"]
+    for tag, url in fetched:
+        absolute = urljoin(f"{BASE}/playground", url)
+        assert urlsplit(absolute)[:2] == urlsplit(BASE)[:2], f"{url} is not on this origin"
+        if tag == "a":
+            continue
+        answer = await client.get(absolute)
+        assert answer.status_code == 200, (url, answer.status_code)
+        content_type = answer.headers["content-type"].split(";")[0]
+        assert content_type in EXPECTED_TYPES["." + url.rsplit(".", 1)[-1]], (url, content_type)
+        assert "immutable" in answer.headers["cache-control"]  # the files' hash is in their path
