@@ -19,6 +19,7 @@ from service.admin.operations import AdminService
 from service.api.admin_routes import AdminController, provide_admin
 from service.api.caller import provide_caller
 from service.api.errors import EXCEPTION_HANDLERS
+from service.api.facets_routes import FacetsController
 from service.api.observe import Observer
 from service.api.openapi_security import declare, guard_answers, security_components, security_requirement
 from service.api.openapi_ui import swagger_ui, swagger_ui_assets
@@ -164,6 +165,7 @@ def routes(policy: SecurityPolicy) -> list[Router]:
             route_handlers=[
                 declare(SearchController, guard_answers(policy, "search", limited=True)),
                 declare(SimilarityController, guard_answers(policy, "search", limited=True)),
+                declare(FacetsController, guard_answers(policy, "search", limited=True)),
             ],
             security=requirement,
         ),

@@ -202,6 +202,24 @@ class AnimeRecord(msgspec.Struct, kw_only=True):
     updated_at: str | None = None
 
 
+class FacetValue(msgspec.Struct, kw_only=True):
+    value: str
+    count: Annotated[int, msgspec.Meta(ge=0, description="How many searchable anime hold this value.")]
+
+
+class FacetsResponse(msgspec.Struct, kw_only=True):
+    """The values a search can filter on, as the collection holds them (anime a search would leave out,
+    such as live-action entries, are not counted). Each list: most frequent first, ties by value."""
+
+    genres: list[FacetValue]
+    themes: list[FacetValue]
+    types: list[FacetValue]
+    statuses: list[FacetValue]
+    year_min: Annotated[int | None, msgspec.Meta(description="Earliest year; null when no anime has one.")]
+    year_max: Annotated[int | None, msgspec.Meta(description="Latest year; null when no anime has one.")]
+    total: Annotated[int, msgspec.Meta(ge=0, description="How many anime were counted.")]
+
+
 class ErrorBody(msgspec.Struct, kw_only=True):
     code: str
     message: str

@@ -119,6 +119,27 @@ async def test_filters_limit_and_threshold_narrow_the_results(client):
     assert "text_lexical" in matched and not {"title", "facts"} & matched
 
 
+async def test_a_theme_filter_returns_only_anime_with_one_of_its_themes(client):
+    body = await search(client, query="anime", limit=10, filters={"themes": ["Mecha"]})
+    assert [r["anime_id"] for r in body["results"]] == ["eva"]
+    body = await search(client, query="anime", limit=10, filters={"themes": ["Space", "Music"]})
+    assert {r["anime_id"] for r in body["results"]} == {"bebop", "k-on"}
+    assert all({"Space", "Music"} & set(r["themes"]) for r in body["results"])
+    # Themes and genres are separate fields: Mecha is a theme here, never a genre.
+    body = await search(client, query="anime", filters={"genres": ["Mecha"]})
+    assert body["results"] == []
+
+
+async def test_similar_anime_take_the_theme_filter_as_a_query_parameter(client):
+    response = await client.get("/api/v1/similarity/anime/eva", params={"themes": "Music"})
+    assert response.status_code == 200, response.text
+    assert [r["anime_id"] for r in response.json()["results"]] == ["k-on"]
+    both = await client.get("/api/v1/similarity/anime/eva", params=[("themes", "Space"), ("themes", "Music")])
+    assert {r["anime_id"] for r in both.json()["results"]} == {"bebop", "k-on"}
+    too_long = await client.get("/api/v1/similarity/anime/eva", params={"themes": "x" * 101})
+    assert too_long.status_code == 422 and too_long.json()["error"]["code"] == "validation_error"
+
+
 async def test_by_id_returns_the_document_and_404_for_unknown_ids(client):
     response = await client.get("/api/v1/search/by-id/eva")
     assert response.status_code == 200
@@ -174,6 +195,8 @@ async def test_limit_bounds_are_inclusive(client, limit):
         ({"query": 42}, 422, "validation_error"),
         ({"query": "mecha", "filters": {"studio": "Gainax"}}, 422, "validation_error"),
         ({"query": "mecha", "filters": {"genres": "Mecha"}}, 422, "validation_error"),
+        ({"query": "mecha", "filters": {"themes": [""]}}, 422, "validation_error"),
+        ({"query": "mecha", "filters": {"themes": ["Mecha"] * 21}}, 422, "validation_error"),
         ({"query": "mecha", "filters": {"year_min": 2000, "year_max": 1990}}, 422, "validation_error"),
         ({"query": "mecha", "filters": {"type": "CARTOON"}}, 422, "validation_error"),
         ({"query": "mecha", "sort": "year"}, 422, "validation_error"),

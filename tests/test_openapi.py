@@ -47,6 +47,7 @@ OPERATION_IDS = {
     ("get", "/api/v1/search/by-id/{anime_id}"): "searchById",
     ("get", "/api/v1/similarity/{kind}/{anime_id}"): "similarAnime",
     ("post", "/api/v1/similarity/batch"): "similarBatch",
+    ("get", "/api/v1/facets"): "listFacets",
     ("post", "/api/v1/admin/vectors/upsert"): "upsertAnime",
     ("delete", "/api/v1/admin/vectors/{anime_id}"): "deleteAnime",
     ("get", "/api/v1/admin/stats"): "collectionStats",

@@ -47,14 +47,20 @@ def test_lexical_weights_max_pool_per_token_and_drop_special_masked_and_zero():
 
 def test_filters_translate_to_fixed_keys_with_user_values_only_as_values():
     filters = SearchFilters(
-        genres=["Mecha", "Sci-Fi"], year_min=1990, year_max=1999, type="TV", status=["FINISHED"]
+        genres=["Mecha", "Sci-Fi"],
+        themes=["Space"],
+        year_min=1990,
+        year_max=1999,
+        type="TV",
+        status=["FINISHED"],
     )
     built = build_filter(filters)
     assert built is not None
     keys = [c.key for c in built.must]  # type: ignore[union-attr]
-    assert keys == ["genres", "year", "type", "status"]
+    assert keys == ["genres", "themes", "year", "type", "status"]
     assert built.must[0].match == models.MatchAny(any=["Mecha", "Sci-Fi"])  # type: ignore[index,union-attr]
-    assert built.must[1].range == models.Range(gte=1990, lte=1999)  # type: ignore[index,union-attr]
+    assert built.must[1].match == models.MatchValue(value="Space")  # type: ignore[index,union-attr]
+    assert built.must[2].range == models.Range(gte=1990, lte=1999)  # type: ignore[index,union-attr]
     assert built.must_not is None  # a type filter says what it wants: nothing else is hidden
     # Without one, entries that are not anime are left out (a search for anime should not answer them).
     for unfiltered in (build_filter(None), build_filter(SearchFilters())):

@@ -29,12 +29,20 @@ YearQuery = Annotated[int | None, QueryParameter(ge=1900, le=2100)]
 
 def _filters(
     genres: list[str] | None,
+    themes: list[str] | None,
     year_min: int | None,
     year_max: int | None,
     type_: list[AnimeType] | None,
     status: list[AnimeStatus] | None,
 ) -> SearchFilters | None:
-    raw = {"genres": genres, "year_min": year_min, "year_max": year_max, "type": type_, "status": status}
+    raw = {
+        "genres": genres,
+        "themes": themes,
+        "year_min": year_min,
+        "year_max": year_max,
+        "type": type_,
+        "status": status,
+    }
     present = {k: v for k, v in raw.items() if v}
     # convert() validates like a request body (bounds, enums, year order) and raises ValidationError -> 422.
     return msgspec.convert(present, SearchFilters) if present else None
@@ -56,6 +64,7 @@ class SimilarityController(ApiController, part="similarity", role="search"):
         limit: LimitQuery = 10,
         score_threshold: Annotated[float | None, QueryParameter(ge=-1e6, le=1e6)] = None,
         genres: Annotated[list[str] | None, QueryParameter(max_items=20)] = None,
+        themes: Annotated[list[str] | None, QueryParameter(max_items=20)] = None,
         year_min: YearQuery = None,
         year_max: YearQuery = None,
         type_: Annotated[list[AnimeType] | None, QueryParameter(name="type", max_items=7)] = None,
@@ -65,7 +74,7 @@ class SimilarityController(ApiController, part="similarity", role="search"):
             QueryParameter(ge=1, description="Admin only: compare with this text model version's vectors."),
         ] = None,
     ) -> SimilarityResponse:
-        filters = _filters(genres, year_min, year_max, type_, status)
+        filters = _filters(genres, themes, year_min, year_max, type_, status)
         return await similarity.similar(
             kind,
             anime_id,

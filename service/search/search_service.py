@@ -20,6 +20,7 @@ from service.platform.errors import NotFound
 from service.runtime import Runtime, TextModel
 from service.schemas import (
     AnimeRecord,
+    FacetsResponse,
     ImageSearchRequest,
     MultimodalSearchRequest,
     SearchRequest,
@@ -27,6 +28,7 @@ from service.schemas import (
     TextMode,
 )
 from service.search.cached_answers import CachedAnswers
+from service.search.facets import Facets
 from service.search.fusion import TEXT_FUSION
 from service.search.image_search import ImageQuestion, ImageSearch
 from service.search.multimodal_search import MultimodalQuestion, MultimodalSearch
@@ -59,6 +61,7 @@ class SearchService:
         self.multimodal = CachedAnswers(
             MultimodalSearch(runtime, self.encoders, self.text_lists), cache, SearchResponse
         )
+        self.facet_counts = Facets(runtime.store)
 
     # -- the endpoints ---------------------------------------------------------------------------
 
@@ -87,6 +90,9 @@ class SearchService:
         if hit is None:
             raise NotFound(f"no anime with id '{anime_id}'", anime_id=anime_id)
         return anime_record(anime_id, hit)
+
+    async def facets(self, limit: int) -> FacetsResponse:
+        return await self.facet_counts.answer(limit)
 
     # -- the parts, for the relevance harness and tests that look inside a search ----------------
 

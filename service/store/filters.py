@@ -15,13 +15,17 @@ from qdrant_client import models
 
 from service.domain.documents import AnimeStatus, AnimeType
 
-GenreName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+# A genre or theme name: genres and themes are both short labels from one vocabulary.
+TagName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Year = Annotated[int, msgspec.Meta(ge=1900, le=2100)]
 
 
 class SearchFilters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     genres: (
-        Annotated[list[GenreName], msgspec.Meta(max_length=20, description="Any of these genres.")] | None
+        Annotated[list[TagName], msgspec.Meta(max_length=20, description="Any of these genres.")] | None
+    ) = None
+    themes: (
+        Annotated[list[TagName], msgspec.Meta(max_length=20, description="Any of these themes.")] | None
     ) = None
     year_min: Year | None = None
     year_max: Year | None = None
@@ -69,6 +73,8 @@ def build_filter(
     if filters is not None:
         if filters.genres:
             must.append(_any_of("genres", filters.genres))
+        if filters.themes:
+            must.append(_any_of("themes", filters.themes))
         if filters.year_min is not None or filters.year_max is not None:
             must.append(
                 models.FieldCondition(

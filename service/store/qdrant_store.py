@@ -31,7 +31,7 @@ from service.store.overview import Overview
 from service.store.params import IndexParams
 from service.store.reads import Reads
 from service.store.snapshots import NotSupported, Snapshots
-from service.store.types import Hit, StoredPoint, StoredRecord, VectorQuery, VectorSchema
+from service.store.types import FacetCount, Hit, StoredPoint, StoredRecord, VectorQuery, VectorSchema
 from service.store.writes import Writes
 
 __all__ = ["AnimeStore", "NotSupported"]
@@ -326,6 +326,12 @@ class AnimeStore:
 
     async def count(self, collection: str | None = None, count_filter: models.Filter | None = None) -> int:
         return await self._reads.count(collection, count_filter)
+
+    async def facet(
+        self, key: str, *, limit: int, facet_filter: models.Filter | None = None
+    ) -> list[FacetCount]:
+        """How many points of the live collection hold each value of `key`, most frequent first."""
+        return await self._reads.facet(key, limit=limit, facet_filter=facet_filter)
 
     # -- admin views and snapshots --------------------------------------------------------------
 

@@ -91,6 +91,14 @@ class VectorQuery:
 
 
 @dataclass(frozen=True)
+class FacetCount:
+    """One value of a payload key and how many points hold it (a point holding it twice counts once)."""
+
+    value: str | int | bool
+    count: int
+
+
+@dataclass(frozen=True)
 class StoredRecord:
     anime_id: str
     payload: dict[str, Any]
