@@ -530,6 +530,10 @@ function restore() {
   if (state.q || similar) run({ push: false });
 }
 
+// On a phone the results come right after the text box: the weights and filters start folded.
+if (window.matchMedia("(max-width: 720px)").matches) {
+  for (const fold of document.querySelectorAll("details.fold")) fold.open = false;
+}
 document.body.dataset.busy = "no";
 restore();
 loadFacets();
