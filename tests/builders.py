@@ -7,13 +7,22 @@ tokenizer with XLM-R's special tokens, sentence-transformers files declaring CLS
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tokenizers import SentencePieceUnigramTokenizer, processors
 
+from service.catalogue.ingest import IngestReport, ingest
 from service.domain.documents import AnimeDocument
+from service.runtime import build_runtime
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
@@ -306,3 +315,21 @@ def story_documents(copies: int = 4) -> list[AnimeDocument]:
                 )
             )
     return docs
+
+
+def ingest_documents(settings: Settings, documents: Sequence[AnimeDocument], **options: Any) -> IngestReport:
+    """Embed and store `documents` with the service's own ingest, as its CLI would, and close the store.
+
+    Runs on an event loop of its own thread, so a fixture may call it wherever it is: under
+    pytest-asyncio, or beside Playwright's sync API (which keeps a loop running in the test's thread).
+    """
+
+    async def fill() -> IngestReport:
+        runtime = await build_runtime(settings)
+        try:
+            return await ingest(runtime, documents, progress=False, **options)
+        finally:
+            await runtime.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, fill()).result()

@@ -10,11 +10,10 @@ from litestar.testing import AsyncTestClient
 
 from service import __version__
 from service.app import create_app
-from service.catalogue.ingest import ingest
 from service.domain.documents import AnimeDocument
-from service.runtime import build_runtime
 from service.settings import load_settings
 from service.triton_local.launcher import free_port
+from tests.builders import ingest_documents
 
 DOCS = [
     AnimeDocument(
@@ -61,18 +60,8 @@ DOCS = [
 
 @pytest.fixture(scope="module")
 def small_index(real_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import asyncio
-
     folder = tmp_path_factory.mktemp("small-index")
-
-    async def fill() -> None:
-        runtime = await build_runtime(load_settings({}, model_repository=real_repository, qdrant_path=folder))
-        try:
-            await ingest(runtime, DOCS, progress=False)
-        finally:
-            await runtime.close()
-
-    asyncio.run(fill())
+    ingest_documents(load_settings({}, model_repository=real_repository, qdrant_path=folder), DOCS)
     return folder
 
 

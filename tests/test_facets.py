@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,15 +10,14 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.catalogue.ingest import ingest
 from service.domain.documents import AnimeDocument
-from service.runtime import build_runtime
 from service.schemas import FacetsResponse
 from service.search.facets import facets_response
 from service.security.auth import new_key
 from service.settings import load_settings
 from service.store.types import FacetCount
 from service.triton_local.launcher import free_port
+from tests.builders import ingest_documents
 from tests.test_api import DOCS as API_DOCS
 
 SEARCH_KEY, SEARCH_ENTRY = new_key("web", "search")
@@ -74,15 +72,7 @@ def counted(values: list[list[str]] | list[str]) -> list[dict]:
 @pytest.fixture(scope="module")
 def index(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("facets-index")
-
-    async def fill() -> None:
-        runtime = await build_runtime(load_settings({}, model_repository=tiny_repository, qdrant_path=folder))
-        try:
-            await ingest(runtime, DOCS, progress=False)
-        finally:
-            await runtime.close()
-
-    asyncio.run(fill())
+    ingest_documents(load_settings({}, model_repository=tiny_repository, qdrant_path=folder), DOCS)
     return folder
 
 

@@ -23,11 +23,10 @@ import pytest
 from openapi_spec_validator import validate
 
 from service.app import create_app
-from service.catalogue.ingest import ingest
 from service.domain.documents import AnimeDocument
-from service.runtime import build_runtime
 from service.security.auth import new_key
 from service.settings import load_settings
+from tests.builders import ingest_documents
 from tests.processes import ServiceThread
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,15 +157,7 @@ def test_every_documented_error_is_the_envelope(document: dict) -> None:
 @pytest.fixture(scope="module")
 def small_index(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("openapi-index")
-
-    async def fill() -> None:
-        runtime = await build_runtime(load_settings({}, model_repository=tiny_repository, qdrant_path=folder))
-        try:
-            await ingest(runtime, DOCS, progress=False)
-        finally:
-            await runtime.close()
-
-    asyncio.run(fill())
+    ingest_documents(load_settings({}, model_repository=tiny_repository, qdrant_path=folder), DOCS)
     return folder
 
 

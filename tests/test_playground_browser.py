@@ -14,13 +14,11 @@ The run leaves screenshots and the page's measured weight and time to first resu
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
 import shutil
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,11 +26,9 @@ import httpx
 import msgspec
 import pytest
 
-from service.catalogue.ingest import ingest
 from service.domain.documents import AnimeDocument
-from service.runtime import build_runtime
 from service.security.auth import new_key
-from tests.builders import encode_image, synthetic_cover
+from tests.builders import encode_image, ingest_documents, synthetic_cover
 from tests.conftest import ROOT, copy_index, real_index_documents, real_settings
 from tests.processes import ServiceThread
 
@@ -83,17 +79,8 @@ def playground_index(
         for anime_id, seed in pictured.items()
     ]
 
-    async def fill() -> None:
-        runtime = await build_runtime(real_settings(real_repository, index))
-        try:
-            report = await ingest(runtime, documents, progress=False)
-            assert report.image_problems == []
-        finally:
-            await runtime.close()
-
-    # Its own thread: Playwright's sync API runs an event loop in this one once a browser is open.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, fill()).result()
+    report = ingest_documents(real_settings(real_repository, index), documents)
+    assert report.image_problems == []
     return index
 
 
