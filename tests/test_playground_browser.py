@@ -246,6 +246,33 @@ def test_a_picture_finds_its_anime(tab: Page, pictured: dict[str, int], tmp_path
     assert re.search(r"lists\s+[^\n]*picture", tab.page.locator("#info").inner_text())
 
 
+def test_a_picture_can_be_dropped_or_pasted(tab: Page, pictured: dict[str, int]) -> None:
+    """The two other ways to give a picture: each one searches with it at once."""
+    tab.open()
+    (dropped, pasted) = [anime_id for anime_id in pictured if anime_id != DEATH_NOTE][:2]
+    for anime_id, event in ((dropped, "drop"), (pasted, "paste")):
+        if tab.page.locator("#preview").is_visible():
+            tab.page.click("#clear-picture")  # so that the next preview says the new picture is read
+        carried = tab.page.evaluate_handle(
+            """b64 => {
+                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                const data = new DataTransfer();
+                data.items.add(new File([bytes], "cover.png", {type: "image/png"}));
+                return data;
+            }""",
+            base64.b64encode(cover_png(pictured[anime_id])).decode(),
+        )
+        if event == "drop":
+            tab.page.dispatch_event("#drop", "drop", {"dataTransfer": carried})
+        else:
+            tab.page.evaluate(
+                "data => document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: data}))", carried
+            )
+        tab.page.locator("#preview").wait_for()
+        tab.settle()
+        assert tab.result_ids()[0] == anime_id, event
+
+
 def test_the_weight_sliders_change_the_order(tab: Page, pictured: dict[str, int], tmp_path: Path) -> None:
     """Text of one anime, the cover of another: whichever side weighs more decides the first result."""
     tab.open()
@@ -253,6 +280,7 @@ def test_the_weight_sliders_change_the_order(tab: Page, pictured: dict[str, int]
     cover = tmp_path / "cover.png"
     cover.write_bytes(cover_png(pictured[YOUR_NAME]))
     tab.page.set_input_files("#picture", str(cover))  # a picture with text: a multimodal search
+    tab.page.locator("#preview").wait_for()  # read: its search has started
     tab.settle()
     for slider, key in (("#tw", "End"), ("#iw", "Home")):  # the keyboard moves a slider
         tab.page.focus(slider)
@@ -330,6 +358,7 @@ def test_a_corrupt_picture_shows_the_apis_own_error(
     path = tmp_path / "broken.png"
     path.write_bytes(corrupt)
     tab.page.set_input_files("#picture", str(path))
+    tab.page.locator("#preview").wait_for()  # read: its search has started
     tab.settle()
     error = tab.page.locator("#error")
     assert error.is_visible()

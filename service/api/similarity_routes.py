@@ -67,7 +67,7 @@ class SimilarityController(ApiController, part="similarity", role="search"):
         themes: Annotated[list[str] | None, QueryParameter(max_items=20)] = None,
         year_min: YearQuery = None,
         year_max: YearQuery = None,
-        type_: Annotated[list[AnimeType] | None, QueryParameter(name="type", max_items=7)] = None,
+        type_: Annotated[list[AnimeType] | None, QueryParameter(name="type", max_items=8)] = None,
         status: Annotated[list[AnimeStatus] | None, QueryParameter(max_items=4)] = None,
         model_version: Annotated[
             int | None,
