@@ -267,9 +267,9 @@ async def _check_copy(
                 f"collection {collection.name}: {collection.points} points in the local-mode store, "
                 f"{got} in the copy"
             )
-    copied = {a.alias_name: a.collection_name for a in (await edge.get_aliases()).aliases}
-    if copied != aliases:
-        problems.append(f"aliases {aliases} became {copied}")
+    kept = {a.alias_name: a.collection_name for a in (await edge.get_aliases()).aliases}
+    if kept != aliases:
+        problems.append(f"aliases {aliases} became {kept}")
     if problems:
         raise MigrationFailed(
             "the copy does not match: " + "; ".join(problems) + f" ({source} is left as it was)"

@@ -130,7 +130,7 @@ function fromQuery(search) {
 
 function filtersOf(state) {
   const filters = {};
-  for (const name of ["genres", "themes", "type", "status"]) if (state[name].length) filters[name] = state[name];
+  for (const name of MULTI) if (state[name].length) filters[name] = state[name];
   if (state.year_min) filters.year_min = Number(state.year_min);
   if (state.year_max) filters.year_max = Number(state.year_max);
   return Object.keys(filters).length ? filters : undefined;
@@ -140,10 +140,11 @@ function requestFor(state) {
   const limit = Number(state.limit);
   const filters = filtersOf(state);
   if (similar) {
+    // The similarity route takes the same filters as query parameters.
     const params = new URLSearchParams({ limit: String(limit) });
-    for (const name of MULTI) for (const value of state[name]) params.append(name, value);
-    if (state.year_min) params.set("year_min", state.year_min);
-    if (state.year_max) params.set("year_max", state.year_max);
+    for (const [name, value] of Object.entries(filters || {})) {
+      for (const one of [value].flat()) params.append(name, String(one));
+    }
     const path = `/api/v1/similarity/${encodeURIComponent(similar.kind)}/${encodeURIComponent(similar.id)}`;
     return { kind: "similar", method: "GET", path: `${path}?${params}` };
   }
@@ -200,11 +201,9 @@ async function run({ push }) {
     showError(null);
     lastMode = request.kind;
     render(data, ms, request.kind);
-    document.body.dataset.state = "done";
   } catch (err) {
     if (run !== runs) return;
     showError(err);
-    document.body.dataset.state = "error";
   } finally {
     if (run === runs) {
       $("results").removeAttribute("aria-busy");
