@@ -409,8 +409,11 @@ async def test_candidate_lists_name_their_anime_without_reading_payloads(client)
     finally:
         store.backend.client.query_batch_points = real_batch
     assert [r.with_payload for r in sent] == [False] * len(queries) + [True] * len(queries)
-    assert [[(h.anime_id, h.score) for h in hits] for hits in bare] == [
-        [(h.anime_id, h.score) for h in hits] for hits in full
+    assert [[h.anime_id for h in hits] for hits in bare] == [[h.anime_id for h in hits] for hits in full]
+    # Same scores; a multivector's MaxSim sum may differ in its last bit between two calls (the engine's
+    # summation order), which a CI run saw once.
+    assert [[h.score for h in hits] for hits in bare] == [
+        pytest.approx([h.score for h in hits], rel=1e-12, abs=1e-12) for hits in full
     ]
     assert all(h.anime_id.startswith("dist-") for hits in bare for h in hits)
 
