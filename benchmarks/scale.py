@@ -30,9 +30,12 @@ that resident memory is that cell's alone:
   (b) POST /api/v1/similarity/batch with 10 ids (kind anime: title, facts, synopsis, lexical), end to
   end through the app at 1 client;
   (c) qdrant-edge only: recall@10 of each dense list (facts, title, synopsis: the vectors a text
-  search sends) at the configured ef (QDRANT_SEARCH_EF, else Qdrant's default, the ef_construct) on
-  the HNSW index against an exact scan (`SearchParams(exact=True)`), without and with the filter,
-  and at each ef of `EF_SWEEP` with one list's time; recall counts points tied at the exact k-th score
+  search sends) as the store sends it (its depth of 101 or more, the synopsis's penalty formula, a
+  MaxSim list's slots: service/store/slots.py), top 10 of it, at the configured ef
+  (QDRANT_SEARCH_EF, else Qdrant's default, the ef_construct; Qdrant searches with at least the
+  list's depth) against the same list scanned exactly (`SearchParams(exact=True)`, MaxSim over every
+  name), without and with the filter, and at each ef of `EF_SWEEP` with one list's time; recall
+  counts points tied at the exact k-th score
   as interchangeable (`recall_with_ties`: identical `facts` sentences are common), the share of the
   exact ids found is kept beside it (`mean_by_id`).
   The service itself scans exactly up to QDRANT_EXACT_SEARCH_UP_TO anime (`search` in the table says
@@ -440,7 +443,8 @@ async def measure_similarity(
 
 
 async def measure_recall(runtime: Any, queries: Sequence[dict[str, Any]], label: str) -> dict[str, Any]:
-    """recall@K of each dense list a text search sends, at the configured ef against an exact scan."""
+    """recall@K of each dense list a text search sends, as it sends it (its depth, its penalty formula,
+    a MaxSim list's slots), at the configured ef against the same list scanned exactly."""
     from qdrant_client import models
 
     from service.search.text_lists import TextLists
@@ -453,6 +457,7 @@ async def measure_recall(runtime: Any, queries: Sequence[dict[str, Any]], label:
     graph = models.SearchParams(hnsw_ef=ef) if ef else None
     exact = models.SearchParams(exact=True)
     builder = RequestBuilder(store.schema)
+    slotted = store.lifecycle.slotted
     lists_of = TextLists(runtime)
     model = runtime.default_model
     table = embeddings_of(queries)
@@ -462,17 +467,10 @@ async def measure_recall(runtime: Any, queries: Sequence[dict[str, Any]], label:
     swept: dict[int, dict[str, dict[str, list[tuple[float, float]]]]] = {e: {} for e in EF_SWEEP}
     swept_ms: dict[int, list[float]] = {e: [] for e in EF_SWEEP}
 
-    async def top(vector_query: Any, query_filter: Any, params: Any) -> list[tuple[str, float]]:
-        response = await client.query_points(
-            store.alias,
-            query=builder.query_vector(vector_query),
-            using=vector_query.using,
-            query_filter=query_filter,
-            search_params=params,
-            limit=K,
-            with_payload=False,
-        )
-        return [(str(p.id), float(p.score)) for p in response.points]
+    async def top(vector_query: Any, params: Any) -> list[tuple[str, float]]:
+        request = builder.request(vector_query, False, params, slotted)
+        (response,) = await client.query_batch_points(store.alias, requests=[request])
+        return [(str(p.id), float(p.score)) for p in response.points[:K]]
 
     def both(answer: list[tuple[str, float]], truth: list[tuple[str, float]]) -> tuple[float, float] | None:
         by_id = recall_at_k([i for i, _ in answer], [i for i, _ in truth], K)
@@ -488,13 +486,13 @@ async def measure_recall(runtime: Any, queries: Sequence[dict[str, Any]], label:
                 for vector_query in lists:
                     if vector_query.using not in store.schema.dense:
                         continue
-                    truth = await top(vector_query, query_filter, exact)
-                    recall = both(await top(vector_query, query_filter, graph), truth)
+                    truth = await top(vector_query, exact)
+                    recall = both(await top(vector_query, graph), truth)
                     if recall is not None:
                         found.setdefault(vector_query.using, {}).setdefault(name, []).append(recall)
                     for ef_value in EF_SWEEP:
                         started = time.perf_counter()
-                        answer = await top(vector_query, query_filter, models.SearchParams(hnsw_ef=ef_value))
+                        answer = await top(vector_query, models.SearchParams(hnsw_ef=ef_value))
                         swept_ms[ef_value].append((time.perf_counter() - started) * 1000)
                         recall = both(answer, truth)
                         if recall is not None:

@@ -231,11 +231,13 @@ def vector_schema(
     multi: set[str] = set()
     optional: set[str] = set()
     score_fields: set[str] = set()
+    slot_counts: dict[str, int] = {}
     for version, manifest in sorted(text_versions.items()):
         names = TextVectorNames.of(version)
         score_fields.add(names.hubness)
         dense |= dict.fromkeys(names.dense, manifest.dim)
         multi |= set(names.multi)
+        slot_counts |= names.slots
         owned = set(names.dense)
         if manifest.has_sparse:
             sparse.append(names.sparse)
@@ -252,6 +254,7 @@ def vector_schema(
         idf=frozenset({TEXT_LEXICAL_VECTOR}),
         optional=frozenset(optional),
         score_fields=frozenset(score_fields),
+        slot_counts=slot_counts,
     )
 
 

@@ -33,6 +33,7 @@ from service.store.edge_client import EdgeQdrantClient, LocalModeFolder
 from service.store.filters import PAYLOAD_INDEXES
 from service.store.migrate import MigrationFailed, migrate_folder
 from service.store.schema_check import PARAMS_METADATA_KEY
+from service.store.slots import is_slot
 from tests.api_calls import ids, post
 from tests.builders import story_documents
 
@@ -147,21 +148,23 @@ async def _scores(folder: Path, engine: str, queries: dict) -> dict[str, dict]:
 
 async def test_searches_answer_alike_after_the_migration(source: Path, tmp_path: Path, tiny_repository: Path):
     target = (await migrate_folder(source, tmp_path / "edge", progress=False)).store
-    # Every vector (dense, multivector, sparse with IDF) of one anime as a query: same points, same scores.
+    # Every vector (dense, multivectors and their slots, sparse with IDF) of one anime as a query: same
+    # points, same scores.
     queries = (await _read(source, "local"))["collections"]
     live = next(c for c in queries.values() if c["points"])
     query = next(iter(live["points"].values())).vector
     before, after = await _scores(source, "local", query), await _scores(target, "edge", query)
-    assert set(after) == set(query) and len(query) == 5
+    assert set(after) == set(query) and len([n for n in query if not is_slot(n)]) == 5
+    assert any(is_slot(n) for n in query)
     for name, scores in before.items():
         assert len(scores) == 12 and set(after[name]) == set(scores), name
         for point_id, score in scores.items():
             assert after[name][point_id] == pytest.approx(score, rel=1e-4, abs=1e-5), (name, point_id)
 
     # The service starts on the migrated store (the schema fits, nothing is missing, the calibration
-    # and the rollout are read) and answers like before. Only the first answers are compared: the two
-    # engines' scores differ in the last digits, and fusion turns the random tiny model's near-ties
-    # into swapped neighbours further down.
+    # and the rollout are read) and answers like before. Only the first answer is compared: the two
+    # engines' fused scores differ (the tiny random model's lists are near-ties throughout), and the
+    # second place was seen to swap between two runs of the same code.
     answers = []
     for folder, engine in ((source, "local"), (target, "edge")):
         async with AsyncTestClient(create_app(_settings(tiny_repository, folder, engine))) as client:
@@ -173,7 +176,7 @@ async def test_searches_answer_alike_after_the_migration(source: Path, tmp_path:
             assert runtime.store.missing == frozenset() and await runtime.calibration() is not None
             assert runtime.rollout == Rollout(default=1, history=(1,))
     local_dense, local_hybrid, edge_dense, edge_hybrid = answers
-    assert edge_dense[:2] == local_dense[:2] and edge_hybrid[:2] == local_hybrid[:2]
+    assert edge_dense[:1] == local_dense[:1] and edge_hybrid[:1] == local_hybrid[:1]
     assert len(edge_dense) == len(edge_hybrid) == 12
 
 

@@ -75,6 +75,14 @@ class TextVectorNames:
     def multi(self) -> tuple[str, str]:
         return (self.title, self.synopsis)
 
+    @property
+    def slots(self) -> dict[str, int]:
+        """How many of each multivector's rows get a graph of their own on a large catalogue
+        (service/store/slots.py). An anime has five names at the median, eight at the 90th percentile:
+        with six slots the union of their exact lists held 0.998 of the exact top 10 of title queries
+        on 50k anime, with four 0.980. A synopsis is in one or two languages: two slots hold it whole."""
+        return {self.title: 6, self.synopsis: 2}
+
     def base_name(self, name: str) -> str:
         """`title_v2` → `title`: the role a name plays whatever its version (weights, explanations)."""
         suffix = f"_v{self.version}"

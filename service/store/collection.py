@@ -26,6 +26,7 @@ from service.store.backend import Backend
 from service.store.filters import PAYLOAD_INDEXES
 from service.store.guard import StoreGuard
 from service.store.params import IndexParams
+from service.store.slots import slot_names
 from service.store.types import VectorSchema
 
 
@@ -49,6 +50,8 @@ class Collection:
     ready: bool = field(default=False, init=False)
     missing: frozenset[str] = field(default=frozenset(), init=False)
     checked: bool = field(default=False, init=False)
+    # The multivectors whose slots the live collection stores (service/store/slots.py).
+    slotted: frozenset[str] = field(default=frozenset(), init=False)
     _calibrations: dict[str, Calibration | None] = field(default_factory=dict, init=False)
     _init_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
@@ -61,6 +64,7 @@ class Collection:
                 return
             collection = await self.live()
             missing: frozenset[str] = frozenset()
+            slotted = self.schema.multi
             if collection is None:
                 name = self.new_name()
                 await self.create(name, self.schema, self.params)
@@ -68,6 +72,7 @@ class Collection:
             else:
                 info = await self.read(collection)
                 missing = schema_check.missing_optional(info, self.schema)
+                slotted = schema_check.slotted(info, self.schema)
                 shape, distance = schema_check.problems(info, self.schema)
                 if shape or distance:
                     # Another metric only needs a copy into a collection built with the configured one;
@@ -92,8 +97,16 @@ class Collection:
                 # not the environment's, which only seed new collections; query-time ones stay ours.
                 self.params = self.params_of(info)
             self.missing = missing
+            self.slotted = slotted
             self.checked = True
             self.ready = True
+
+    @property
+    def leave_out(self) -> frozenset[str]:
+        """The vectors writes leave out: optional ones the live collection lacks, and the slots of a
+        collection built before them."""
+        unslotted = self.schema.multi - self.slotted
+        return self.missing | {s for m in unslotted for s in slot_names(m, self.schema.slots[m])}
 
     def invalidate(self) -> None:
         """Forget the schema check and the calibrations (after a swap); the next call re-reads them."""

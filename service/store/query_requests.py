@@ -25,6 +25,7 @@ from typing import Any
 from qdrant_client import models
 
 from service.domain.sparse import SparseVector
+from service.store.slots import slot_names, unit_mean
 from service.store.types import Hit, VectorQuery, VectorSchema, is_multi, to_qdrant_vector
 
 # 3x, not more: the formula reads each candidate's payload, so the list's cost grows with it (10x took
@@ -103,8 +104,30 @@ class RequestBuilder:
             return [to_qdrant_vector(vector)]
         return to_qdrant_vector(vector)
 
+    def shortlist(
+        self, query: VectorQuery, params: models.SearchParams | None, slotted: frozenset[str]
+    ) -> list[models.Prefetch] | None:
+        """The candidates of a MaxSim list past the exact-scan size: the list's depth from each of the
+        multivector's slots by its own graph (service/store/slots.py), for Qdrant to rescore their
+        union exactly. None where the list is scanned exactly, or the collection has no slots for it."""
+        if query.using not in slotted or isinstance(query.vector, SparseVector):
+            return None
+        if params is not None and params.exact:
+            return None
+        vector = unit_mean(query.vector) if is_multi(query.vector) else to_qdrant_vector(query.vector)
+        return [
+            models.Prefetch(
+                query=vector, using=slot, limit=query.limit, filter=query.query_filter, params=params
+            )
+            for slot in slot_names(query.using, self.schema.slots[query.using])
+        ]
+
     def prefetch(
-        self, query: VectorQuery, threshold: float | None, params: models.SearchParams | None
+        self,
+        query: VectorQuery,
+        threshold: float | None,
+        params: models.SearchParams | None,
+        slotted: frozenset[str] = frozenset(),
     ) -> models.Prefetch:
         """One candidate list; with a penalty, its scores become `score - weight x payload[field]`.
 
@@ -114,10 +137,12 @@ class RequestBuilder:
         their low scores would skew the spread DBSF normalises by.
         """
         penalised = query.penalty is not None
+        limit = query.limit * PENALTY_OVERFETCH if penalised else query.limit
         plain = models.Prefetch(
+            prefetch=self.shortlist(dataclasses.replace(query, limit=limit), params, slotted),
             query=self.query_vector(query),
             using=query.using,
-            limit=query.limit * PENALTY_OVERFETCH if penalised else query.limit,
+            limit=limit,
             filter=query.query_filter,
             score_threshold=qdrant_threshold(threshold, self.is_distance(query.using)),
             params=None if isinstance(query.vector, SparseVector) else params,
@@ -127,7 +152,11 @@ class RequestBuilder:
         return models.Prefetch(prefetch=[plain], query=penalty_formula(query), limit=query.limit)
 
     def request(
-        self, q: VectorQuery, payload: bool, params: models.SearchParams | None
+        self,
+        q: VectorQuery,
+        payload: bool,
+        params: models.SearchParams | None,
+        slotted: frozenset[str] = frozenset(),
     ) -> models.QueryRequest:
         """One list of a batch query; `payload=False` asks for ids and scores only."""
         with_payload: Any = payload
@@ -135,12 +164,13 @@ class RequestBuilder:
             # The plain list (with its threshold) as the prefetch, the formula on top: penalised once.
             plain = dataclasses.replace(q, penalty=None, limit=q.limit * PENALTY_OVERFETCH)
             return models.QueryRequest(
-                prefetch=[self.prefetch(plain, q.score_threshold, params)],
+                prefetch=[self.prefetch(plain, q.score_threshold, params, slotted)],
                 query=penalty_formula(q),
                 limit=q.limit,
                 with_payload=with_payload,
             )
         return models.QueryRequest(
+            prefetch=self.shortlist(q, params, slotted),
             query=self.query_vector(q),
             using=q.using,
             limit=q.limit,

@@ -21,6 +21,7 @@ from service.store.collection import Collection
 from service.store.guard import StoreGuard
 from service.store.point_names import PointNames
 from service.store.query_requests import RequestBuilder, at_least, both, hit, named_hit
+from service.store.slots import is_slot
 from service.store.types import FacetCount, Hit, StoredRecord, VectorQuery, from_qdrant_vector
 
 # How stale the collection size behind the exact-or-graph choice may be: a count per few seconds.
@@ -32,7 +33,7 @@ def _record(record: models.Record, anime_id: str) -> StoredRecord:
     return StoredRecord(
         anime_id=anime_id,
         payload=record.payload or {},
-        vectors={name: from_qdrant_vector(v) for name, v in vectors.items()},
+        vectors={name: from_qdrant_vector(v) for name, v in vectors.items() if not is_slot(name)},
     )
 
 
@@ -58,6 +59,11 @@ class Reads:
             self._size = (now, int(counted.count))
         return self._collection.params.search_params(self._size[1])
 
+    def _shortlisted(self) -> frozenset[str]:
+        """The multivectors whose lists are found through their slots past the exact-scan size: none on
+        local mode, which scans every list exactly whatever it is asked."""
+        return frozenset() if self._backend.is_local else self._collection.slotted
+
     async def search_many(self, queries: Sequence[VectorQuery], *, payload: bool = True) -> list[list[Hit]]:
         """Several nearest-neighbour queries in one round trip (Qdrant's batch query API).
 
@@ -68,7 +74,8 @@ class Reads:
         if not queries:
             return []
         params = await self._query_params()
-        requests = [self._requests.request(q, payload, params) for q in queries]
+        slotted = self._shortlisted()
+        requests = [self._requests.request(q, payload, params, slotted) for q in queries]
         responses = await self._guard.call(
             self._backend.client.query_batch_points(self._collection.alias, requests=requests),
             "batch search",
@@ -159,7 +166,8 @@ class Reads:
         """
         await self._collection.ensure_ready()
         params = await self._query_params()
-        prefetch = [self._requests.prefetch(q, score_threshold, params) for q in queries]
+        slotted = self._shortlisted()
+        prefetch = [self._requests.prefetch(q, score_threshold, params, slotted) for q in queries]
         query: Any = (
             models.RrfQuery(rrf=models.Rrf(k=rrf_k))
             if fusion == "rrf"

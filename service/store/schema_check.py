@@ -14,6 +14,7 @@ import msgspec
 from qdrant_client import models
 
 from service.store.params import IndexParams
+from service.store.slots import slot_names
 from service.store.types import VectorSchema
 
 _DISTANCES = {
@@ -35,16 +36,30 @@ def distance_of(schema: VectorSchema, name: str) -> models.Distance:
 
 
 def vectors_config(schema: VectorSchema) -> dict[str, models.VectorParams]:
-    """The dense vectors of a new collection of `schema`."""
+    """The dense vectors of a new collection of `schema`: a multivector without a graph of its own, and
+    beside it its slots with one each (service/store/slots.py)."""
     max_sim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
-    return {
-        vector: models.VectorParams(
-            size=dim,
-            distance=distance_of(schema, vector),
-            multivector_config=max_sim if vector in schema.multi else None,
-        )
-        for vector, dim in schema.dense.items()
-    }
+    config: dict[str, models.VectorParams] = {}
+    for vector, dim in schema.dense.items():
+        if vector in schema.multi:
+            config[vector] = models.VectorParams(
+                size=dim,
+                distance=distance_of(schema, vector),
+                multivector_config=max_sim,
+                hnsw_config=models.HnswConfigDiff(m=0),
+            )
+            for slot in slot_names(vector, schema.slots[vector]):
+                config[slot] = models.VectorParams(size=dim, distance=models.Distance.COSINE)
+        else:
+            config[vector] = models.VectorParams(size=dim, distance=distance_of(schema, vector))
+    return config
+
+
+def slotted(info: models.CollectionInfo, schema: VectorSchema) -> frozenset[str]:
+    """The schema's multivectors whose slots the collection stores (none: built before them)."""
+    vectors = info.config.params.vectors
+    existing = set(vectors) if isinstance(vectors, dict) else set()
+    return frozenset(name for name, count in schema.slots.items() if set(slot_names(name, count)) <= existing)
 
 
 def sparse_vectors_config(schema: VectorSchema) -> dict[str, models.SparseVectorParams] | None:

@@ -9,6 +9,7 @@ from typing import Any
 from qdrant_client import models
 
 from service.domain.sparse import SparseVector
+from service.store.slots import DEFAULT_SLOTS
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,8 @@ class VectorSchema:
     get them, writes leave them out where the collection has none. `score_fields`: payload fields that
     score formulas read (each text version's synopsis hubness), indexed as floats so that a formula
     reads them from the index instead of the payload storage (a synopsis list of 300 candidates: 4.1
-    -> 0.6 ms on qdrant-edge).
+    -> 0.6 ms on qdrant-edge). `slot_counts`: how many plain vectors with a graph of their own stand
+    in for a multivector's rows on a large catalogue (service/store/slots.py; DEFAULT_SLOTS where absent).
     """
 
     dense: Mapping[str, int]
@@ -32,6 +34,12 @@ class VectorSchema:
     idf: frozenset[str] = frozenset()
     optional: frozenset[str] = frozenset()
     score_fields: frozenset[str] = frozenset()
+    slot_counts: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def slots(self) -> dict[str, int]:
+        """Each multivector's number of slots."""
+        return {name: self.slot_counts.get(name, DEFAULT_SLOTS) for name in sorted(self.multi)}
 
     def without(self, names: frozenset[str]) -> VectorSchema:
         """The schema less `names` (the optional vectors a live collection lacks, for a copy of it)."""
@@ -45,6 +53,7 @@ class VectorSchema:
             idf=self.idf - names,
             optional=self.optional - names,
             score_fields=self.score_fields,
+            slot_counts={k: v for k, v in self.slot_counts.items() if k not in names},
         )
 
 

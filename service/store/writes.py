@@ -19,17 +19,23 @@ from service.store.collection import Collection
 from service.store.dual_writes import DualWrites
 from service.store.guard import StoreGuard
 from service.store.reads import Reads
+from service.store.slots import with_slots
 from service.store.types import StoredPoint, to_qdrant_vector
 
 
 def structs(
-    points: Sequence[StoredPoint], leave_out: frozenset[str] = frozenset()
+    points: Sequence[StoredPoint], slots: Mapping[str, int], leave_out: frozenset[str] = frozenset()
 ) -> list[models.PointStruct]:
-    """Points as Qdrant takes them, without the vectors in `leave_out` (ones the collection lacks)."""
+    """Points as Qdrant takes them, with the slots of each multivector (`slots`: how many each), without
+    the vectors in `leave_out` (ones the collection lacks)."""
     return [
         models.PointStruct(
             id=point_id(p.anime_id),
-            vector={name: to_qdrant_vector(v) for name, v in p.vectors.items() if name not in leave_out},
+            vector={
+                name: to_qdrant_vector(v)
+                for name, v in with_slots(p.vectors, slots).items()
+                if name not in leave_out
+            },
             payload=dict(p.payload),
         )
         for p in points
@@ -49,7 +55,8 @@ class Writes:
     async def upsert(self, points: Sequence[StoredPoint]) -> None:
         """Acknowledged only once Qdrant confirms the write (wait=True), live and shadow alike."""
         await self._collection.ensure_ready()
-        live = structs(points, self._collection.missing)
+        slots = self._collection.schema.slots
+        live = structs(points, slots, self._collection.leave_out)
         if not live:
             return
         shadow = self._dual.target  # before the live write: see DualWrites.target
@@ -58,7 +65,7 @@ class Writes:
         )
         if shadow is not None:
             # The new collection has every served version's vectors, the live one perhaps not yet.
-            full = structs(points)
+            full = structs(points, slots)
             await self._dual.mirror(
                 shadow,
                 (p.anime_id for p in points),
@@ -116,7 +123,10 @@ class Writes:
         async def write(fresh: list[StoredPoint]) -> None:
             if fresh:
                 await self._guard.call(
-                    self._backend.client.upsert(collection, points=structs(fresh), wait=True), "copy"
+                    self._backend.client.upsert(
+                        collection, points=structs(fresh, self._collection.schema.slots), wait=True
+                    ),
+                    "copy",
                 )
 
         await self._dual.copy(points, lambda p: p.anime_id, write)
