@@ -41,6 +41,7 @@ from typing import Any
 import msgspec
 
 from benchmarks.load import Stats, closed_loop, open_loop
+from benchmarks.memory import rss_mib
 from benchmarks.reporting import write_results
 from service.triton_local.launcher import LocalTriton, free_port
 from tests.processes import start_service
@@ -194,14 +195,11 @@ class RssSampler(threading.Thread):
         self._stop = threading.Event()
 
     def run(self) -> None:
-        status = Path(f"/proc/{self.pid}/status")
         while not self._stop.wait(0.1):
-            try:
-                for line in status.read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        self.peak_mib = max(self.peak_mib, int(line.split()[1]) / 1024)
-            except OSError:
+            mib = rss_mib(self.pid)
+            if mib is None:
                 return
+            self.peak_mib = max(self.peak_mib, mib)
 
     def stop(self) -> None:
         self._stop.set()

@@ -29,7 +29,9 @@ that resident memory is that cell's alone:
   store's own guard, and the use case's time, without and with the query's filter;
   (b) POST /api/v1/similarity/batch with 10 ids (kind anime: title, facts, synopsis, lexical), end to
   end through the app at 1 client;
-  (c) qdrant-edge only: recall@10 of each dense list (facts, title, synopsis: the vectors a text
+  (c) qdrant-edge only: where the store time goes, each list of a hybrid text search asked alone as
+  the store asks it, with the number of HNSW graphs it walks (`measure_lists`);
+  (d) qdrant-edge only: recall@10 of each dense list (facts, title, synopsis: the vectors a text
   search sends) as the store sends it (its depth of 101 or more, the synopsis's penalty formula, a
   MaxSim list's slots: service/store/slots.py), top 10 of it, at the configured ef
   (QDRANT_SEARCH_EF, else Qdrant's default, the ef_construct; Qdrant searches with at least the
@@ -68,6 +70,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from benchmarks.memory import rss_mib
 from benchmarks.reporting import write_results
 from benchmarks.scale_catalogue import (
     DEFAULT_COSINE,
@@ -132,17 +135,6 @@ def cell_settings(repository: Path, folder: Path, engine: str) -> Settings:
         text_max_tokens=MAX_TOKENS,
         log_level="WARNING",
     )
-
-
-def rss_mib() -> float:
-    """This process's resident memory now (Linux /proc; 0 elsewhere)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def peak_rss_mib() -> float:
@@ -269,9 +261,9 @@ async def build_cell(
     from service.store.qdrant_store import AnimeStore
 
     described = load_queries(workspace)
-    rss_start = rss_mib()
+    rss_start = rss_mib() or 0.0
     source = SourceCatalogue.load(workspace / CATALOGUE_FILE)
-    rss_source = rss_mib() - rss_start
+    rss_source = (rss_mib() or 0.0) - rss_start
     settings = cell_settings(Path(described["model_repository"]), folder, engine)
     shutil.rmtree(folder, ignore_errors=True)
     began = time.perf_counter()
@@ -413,6 +405,56 @@ async def measure_text(
     return out
 
 
+async def measure_lists(
+    runtime: Any, queries: Sequence[dict[str, Any]], size: int, label: str
+) -> dict[str, Any]:
+    """Where a text search's store time goes: each candidate list of a hybrid search asked alone, as
+    the store asks it (its depth, params, penalty formula, slots), ids and scores only, with the number
+    of HNSW graphs it walks. Their sum is a little more than the batch, which is one call."""
+    from service.search.text_lists import TextLists
+    from service.store.filters import build_filter
+    from service.store.query_requests import RequestBuilder
+
+    store = runtime.store
+    client = store.backend.client
+    await store.lifecycle.ensure_ready()
+    params = store.lifecycle.params.search_params(size)
+    slotted = store.lifecycle.slotted
+    builder = RequestBuilder(store.schema)
+    lists_of = TextLists(runtime)
+    model = runtime.default_model
+    table = embeddings_of(queries)
+    times: dict[str, dict[str, list[float]]] = {}
+    graphs: dict[str, int] = {}
+
+    def walked(using: str) -> int:
+        """HNSW graphs a list walks: none for a sparse (inverted index) or exact one, a slotted
+        multivector's slots, else its own."""
+        if using not in store.schema.dense or (params is not None and params.exact):
+            return 0
+        return store.schema.slots[using] if using in slotted else 1
+
+    with counter(f"{label} lists", len(queries) * 2, unit="query") as advance:
+        for filtered in (False, True):
+            name = "filtered" if filtered else "unfiltered"
+            for q in queries:
+                query_filter = build_filter(_filters(q) if filtered else None)
+                for vector_query in await lists_of.build(
+                    q["text"], table[q["text"]], query_filter, "hybrid", model
+                ):
+                    request = builder.request(vector_query, False, params, slotted)
+                    started = time.perf_counter()
+                    await client.query_batch_points(store.alias, requests=[request])
+                    elapsed = (time.perf_counter() - started) * 1000
+                    times.setdefault(vector_query.using, {}).setdefault(name, []).append(elapsed)
+                    graphs[vector_query.using] = walked(vector_query.using)
+                advance(1)
+    return {
+        using: {"graphs": graphs[using]} | {name: percentiles(values) for name, values in by_filter.items()}
+        for using, by_filter in times.items()
+    }
+
+
 async def measure_similarity(
     client: Any, timer: StoreTimer, ids: Sequence[str], requests: int, seed: int, label: str
 ) -> dict[str, Any]:
@@ -549,12 +591,12 @@ async def serve_cell(
     ids = catalogue_ids(described["ids"], size)
     settings = cell_settings(Path(described["model_repository"]), folder, engine)
     label = f"[{ENGINE_NAMES[engine]} {size}]"
-    rss_start = rss_mib()
+    rss_start = rss_mib() or 0.0
     started = time.perf_counter()
     async with AsyncTestClient(create_app(settings, freeze_gc=True)) as client:  # as deployed
         open_s = time.perf_counter() - started
         runtime = client.app.state.runtime
-        rss_open = rss_mib()
+        rss_open = rss_mib() or 0.0
         exact_up_to = runtime.settings.qdrant_exact_search_up_to
         if engine == "local":
             search = "exact (local mode scans)"
@@ -567,8 +609,9 @@ async def serve_cell(
         timer = StoreTimer(runtime.store.guard)
         text = await measure_text(runtime, timer, queries, repeats, label)
         similarity = await measure_similarity(client, timer, ids, similarity_requests, seed, label)
+        lists = await measure_lists(runtime, queries, size, label) if engine == "edge" else None
         recall = await measure_recall(runtime, queries, label) if engine == "edge" else None
-        rss_end = rss_mib()
+        rss_end = rss_mib() or 0.0
     return {
         "search": search,
         "open_s": open_s,
@@ -576,6 +619,7 @@ async def serve_cell(
         "filter_selectivity": selectivity,
         "text": text,
         "similarity": similarity,
+        "lists": lists,
         "recall": recall,
         "rss_baseline_mib": rss_start,
         "rss_open_mib": rss_open,
@@ -778,6 +822,25 @@ def sweep_markdown(results: dict[str, Any]) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def lists_markdown(results: dict[str, Any]) -> list[str]:
+    """Each list of a text search alone, per qdrant-edge size: what the store time is made of."""
+    lines = [
+        "",
+        "| anime | list | HNSW graphs | alone p50 / p95 ms | filtered p50 / p95 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        lists = row.get("serve", {}).get("lists") if row["engine"] == "edge" else None
+        for using, measured in (lists or {}).items():
+            plain, filtered = measured.get("unfiltered", {}), measured.get("filtered", {})
+            lines.append(
+                f"| {row['size']} | {using} | {measured['graphs']} | "
+                f"{_ms(plain.get('p50'))} / {_ms(plain.get('p95'))} | "
+                f"{_ms(filtered.get('p50'))} / {_ms(filtered.get('p95'))} |"
+            )
+    return lines if len(lines) > 3 else []
+
+
 def verdicts(row: dict[str, Any]) -> dict[str, bool | None]:
     serve = row["serve"]
     store = serve["text"]["filtered"]["store_ms"]["p95"]
@@ -839,6 +902,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{'-' if worst is None else f'{worst:.3f}'} | {word[met['recall']]} |",
         ]
     lines += sweep_markdown(results)
+    lines += lists_markdown(results)
     stop = results.get("local_stopped")
     if stop:
         lines += ["", f"Local mode stopped after {stop['after']} anime: {stop['reason']}."]

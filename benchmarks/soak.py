@@ -52,6 +52,7 @@ import numpy as np
 
 from benchmarks.latency import MAX_ERROR_RATE
 from benchmarks.load import Failures, Samples, Stats, closed_loop, open_loop
+from benchmarks.memory import rss_mib
 from benchmarks.mix import DEFAULT_WEIGHTS, Mix, parse_weights, query_pool
 from benchmarks.relevance.workspace import MODELS_MAX_TOKENS
 from benchmarks.reporting import write_results
@@ -68,17 +69,6 @@ WRITE_DEADLINE_S = 600.0
 
 def say(message: str) -> None:
     print(f"[soak] {message}", file=sys.stderr, flush=True)
-
-
-def rss_mib(pid: int) -> float | None:
-    """The process's resident memory (Linux /proc), None once it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 @dataclass(frozen=True)

@@ -162,10 +162,11 @@ def test_recall_with_ties_forgives_only_a_choice_among_equal_scores() -> None:
 def _fake_serve(engine: str, size: int) -> dict[str, Any]:
     timing = {"p50": 1.0, "p95": 2.0, "n": 4}
     text = {"store_ms": timing, "usecase_ms": timing, "store_calls_mean": 2.0}
-    recall = None
+    recall = lists = None
     if engine == "edge":
         vectors = {v: {"unfiltered": {"mean": 1.0, "min": 1.0, "n": 2}} for v in ("facts", "title")}
         recall = {"ef": 100, "ef_source": "test", "vectors": vectors}
+        lists = {"title": {"graphs": 6, "unfiltered": timing, "filtered": {"p50": 3.0, "p95": 4.0, "n": 4}}}
     return {
         "search": "test",
         "open_s": 0.1,
@@ -173,6 +174,7 @@ def _fake_serve(engine: str, size: int) -> dict[str, Any]:
         "filter_selectivity": 0.5,
         "text": {"unfiltered": text, "filtered": text},
         "similarity": {"e2e_ms": timing, "errors": 0},
+        "lists": lists,
         "recall": recall,
         "rss_baseline_mib": 1.0,
         "rss_open_mib": 2.0,
@@ -217,3 +219,5 @@ def test_a_run_has_a_row_per_size_and_engine_and_stores_exactly_n(
     table = scale.markdown(results)
     assert table.count("| qdrant-edge |") == 3 and table.count("| local mode |") == 3
     assert "| met |" in table  # the fake serve meets every target at the largest size
+    assert "| 50 | title | 6 | 1.0 / 2.0 | 3.0 / 4.0 |" in table  # each list alone, edge rows only
+    assert table.count("| title | 6 |") == 3

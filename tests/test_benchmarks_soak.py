@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +15,7 @@ import msgspec
 import numpy as np
 import pytest
 
+from benchmarks.memory import rss_mib
 from benchmarks.mix import DEFAULT_WEIGHTS, Mix, parse_weights, query_pool
 from benchmarks.soak import ServiceSpec, crash_phase, markdown, plot, soak_phase, startup_phases
 from benchmarks.soak_stats import (
@@ -30,6 +33,24 @@ from service.domain.documents import AnimeDocument
 from service.runtime import build_runtime
 from service.schemas import SearchRequest, SimilarityBatchRequest, UpsertRequest
 from service.settings import load_settings
+
+
+def test_resident_memory_is_read_for_a_live_process_and_none_once_it_is_gone() -> None:
+    """The soak's RSS series and the scale benchmark's memory columns come from this reading."""
+    before = rss_mib()
+    held = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
+    after = rss_mib()
+    assert before is not None and after is not None and after - before > 48
+    script = "import time; print('up', flush=True); time.sleep(30)"
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline() == "up\n"  # the interpreter is loaded
+            assert (rss_mib(child.pid) or 0.0) > 1
+        finally:
+            child.kill()
+    assert rss_mib(child.pid) is None
+    del held
+
 
 # -- windows and verdicts --------------------------------------------------------------------------------
 

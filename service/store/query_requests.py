@@ -61,16 +61,20 @@ def both(first: models.Filter | None, second: models.Filter | None) -> models.Fi
     return models.Filter(must=[first, second])
 
 
+def similarity(point: models.ScoredPoint, euclid: bool = False) -> float:
+    return euclid_similarity(float(point.score)) if euclid else float(point.score)
+
+
 def hit(point: models.ScoredPoint, euclid: bool = False) -> Hit:
     payload = point.payload or {}
-    score = euclid_similarity(float(point.score)) if euclid else float(point.score)
-    return Hit(anime_id=str(payload.get("anime_id", point.id)), score=score, payload=payload)
+    return Hit(
+        anime_id=str(payload.get("anime_id", point.id)), score=similarity(point, euclid), payload=payload
+    )
 
 
 def named_hit(point: models.ScoredPoint, anime_id: str, euclid: bool = False) -> Hit:
     """A hit of a list asked without payload, its anime known from the point id (reads.PointNames)."""
-    score = euclid_similarity(float(point.score)) if euclid else float(point.score)
-    return Hit(anime_id=anime_id, score=score, payload={"anime_id": anime_id})
+    return Hit(anime_id=anime_id, score=similarity(point, euclid), payload={"anime_id": anime_id})
 
 
 def penalty_formula(query: VectorQuery) -> models.FormulaQuery:
@@ -122,6 +126,25 @@ class RequestBuilder:
             for slot in slot_names(query.using, self.schema.slots[query.using])
         ]
 
+    def _plain(
+        self,
+        query: VectorQuery,
+        limit: int,
+        threshold: float | None,
+        params: models.SearchParams | None,
+        slotted: frozenset[str],
+    ) -> dict[str, Any]:
+        """The fields of one list by similarity alone, as a Prefetch and a QueryRequest both take them."""
+        return {
+            "prefetch": self.shortlist(dataclasses.replace(query, limit=limit), params, slotted),
+            "query": self.query_vector(query),
+            "using": query.using,
+            "limit": limit,
+            "filter": query.query_filter,
+            "score_threshold": qdrant_threshold(threshold, self.is_distance(query.using)),
+            "params": None if isinstance(query.vector, SparseVector) else params,
+        }
+
     def prefetch(
         self,
         query: VectorQuery,
@@ -136,19 +159,11 @@ class RequestBuilder:
         similarity: taking only `limit` would keep the penalised hubs in the list (at the bottom), and
         their low scores would skew the spread DBSF normalises by.
         """
-        penalised = query.penalty is not None
-        limit = query.limit * PENALTY_OVERFETCH if penalised else query.limit
-        plain = models.Prefetch(
-            prefetch=self.shortlist(dataclasses.replace(query, limit=limit), params, slotted),
-            query=self.query_vector(query),
-            using=query.using,
-            limit=limit,
-            filter=query.query_filter,
-            score_threshold=qdrant_threshold(threshold, self.is_distance(query.using)),
-            params=None if isinstance(query.vector, SparseVector) else params,
-        )
         if query.penalty is None:
-            return plain
+            return models.Prefetch(**self._plain(query, query.limit, threshold, params, slotted))
+        plain = models.Prefetch(
+            **self._plain(query, query.limit * PENALTY_OVERFETCH, threshold, params, slotted)
+        )
         return models.Prefetch(prefetch=[plain], query=penalty_formula(query), limit=query.limit)
 
     def request(
@@ -160,22 +175,15 @@ class RequestBuilder:
     ) -> models.QueryRequest:
         """One list of a batch query; `payload=False` asks for ids and scores only."""
         with_payload: Any = payload
-        if q.penalty is not None:
-            # The plain list (with its threshold) as the prefetch, the formula on top: penalised once.
-            plain = dataclasses.replace(q, penalty=None, limit=q.limit * PENALTY_OVERFETCH)
+        if q.penalty is None:
             return models.QueryRequest(
-                prefetch=[self.prefetch(plain, q.score_threshold, params, slotted)],
-                query=penalty_formula(q),
-                limit=q.limit,
-                with_payload=with_payload,
+                **self._plain(q, q.limit, q.score_threshold, params, slotted), with_payload=with_payload
             )
+        # The plain list (with its threshold) as the prefetch, the formula on top: penalised once.
+        plain = self._plain(q, q.limit * PENALTY_OVERFETCH, q.score_threshold, params, slotted)
         return models.QueryRequest(
-            prefetch=self.shortlist(q, params, slotted),
-            query=self.query_vector(q),
-            using=q.using,
+            prefetch=[models.Prefetch(**plain)],
+            query=penalty_formula(q),
             limit=q.limit,
-            filter=q.query_filter,
-            score_threshold=qdrant_threshold(q.score_threshold, self.is_distance(q.using)),
-            params=None if isinstance(q.vector, SparseVector) else params,
             with_payload=with_payload,
         )

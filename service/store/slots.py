@@ -57,9 +57,10 @@ def unit_mean(rows: Any) -> list[float]:
     return (mean / norm if norm > 1e-12 else matrix[0]).tolist()
 
 
-def slot_vectors(rows: Any, slots: int) -> list[list[float]]:
-    """A multivector's slots that it fills: its first rows, the last slot the unit mean of the rest."""
-    listed = [list(map(float, row)) for row in rows]
+def slot_vectors(rows: Any, slots: int) -> list[Any]:
+    """A multivector's slots that it fills: its first rows as they are (the write converts them), the
+    last slot the unit mean of the rest."""
+    listed = list(rows)
     if len(listed) <= slots:
         return listed
     return [*listed[: slots - 1], unit_mean(listed[slots - 1 :])]
