@@ -63,7 +63,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -405,14 +405,32 @@ async def measure_text(
     return out
 
 
+async def query_lists(
+    runtime: Any, queries: Sequence[dict[str, Any]], mode: str, label: str
+) -> AsyncIterator[tuple[str, list[Any]]]:
+    """Each query's candidate lists as a text search in `mode` builds them, without ("unfiltered") and
+    then with ("filtered") the query's filter, progress counted per query."""
+    from service.search.text_lists import TextLists
+    from service.store.filters import build_filter
+
+    lists_of = TextLists(runtime)
+    model = runtime.default_model
+    table = embeddings_of(queries)
+    with counter(label, len(queries) * 2, unit="query") as advance:
+        for filtered in (False, True):
+            name = "filtered" if filtered else "unfiltered"
+            for q in queries:
+                query_filter = build_filter(_filters(q) if filtered else None)
+                yield name, await lists_of.build(q["text"], table[q["text"]], query_filter, mode, model)
+                advance(1)
+
+
 async def measure_lists(
     runtime: Any, queries: Sequence[dict[str, Any]], size: int, label: str
 ) -> dict[str, Any]:
     """Where a text search's store time goes: each candidate list of a hybrid search asked alone, as
     the store asks it (its depth, params, penalty formula, slots), ids and scores only, with the number
     of HNSW graphs it walks. Their sum is a little more than the batch, which is one call."""
-    from service.search.text_lists import TextLists
-    from service.store.filters import build_filter
     from service.store.query_requests import RequestBuilder
 
     store = runtime.store
@@ -421,11 +439,7 @@ async def measure_lists(
     params = store.lifecycle.params.search_params(size)
     slotted = store.lifecycle.slotted
     builder = RequestBuilder(store.schema)
-    lists_of = TextLists(runtime)
-    model = runtime.default_model
-    table = embeddings_of(queries)
     times: dict[str, dict[str, list[float]]] = {}
-    graphs: dict[str, int] = {}
 
     def walked(using: str) -> int:
         """HNSW graphs a list walks: none for a sparse (inverted index) or exact one, a slotted
@@ -434,23 +448,15 @@ async def measure_lists(
             return 0
         return store.schema.slots[using] if using in slotted else 1
 
-    with counter(f"{label} lists", len(queries) * 2, unit="query") as advance:
-        for filtered in (False, True):
-            name = "filtered" if filtered else "unfiltered"
-            for q in queries:
-                query_filter = build_filter(_filters(q) if filtered else None)
-                for vector_query in await lists_of.build(
-                    q["text"], table[q["text"]], query_filter, "hybrid", model
-                ):
-                    request = builder.request(vector_query, False, params, slotted)
-                    started = time.perf_counter()
-                    await client.query_batch_points(store.alias, requests=[request])
-                    elapsed = (time.perf_counter() - started) * 1000
-                    times.setdefault(vector_query.using, {}).setdefault(name, []).append(elapsed)
-                    graphs[vector_query.using] = walked(vector_query.using)
-                advance(1)
+    async for name, lists in query_lists(runtime, queries, "hybrid", f"{label} lists"):
+        for vector_query in lists:
+            request = builder.request(vector_query, False, params, slotted)
+            started = time.perf_counter()
+            await client.query_batch_points(store.alias, requests=[request])
+            elapsed = (time.perf_counter() - started) * 1000
+            times.setdefault(vector_query.using, {}).setdefault(name, []).append(elapsed)
     return {
-        using: {"graphs": graphs[using]} | {name: percentiles(values) for name, values in by_filter.items()}
+        using: {"graphs": walked(using)} | {name: percentiles(values) for name, values in by_filter.items()}
         for using, by_filter in times.items()
     }
 
@@ -489,8 +495,6 @@ async def measure_recall(runtime: Any, queries: Sequence[dict[str, Any]], label:
     a MaxSim list's slots), at the configured ef against the same list scanned exactly."""
     from qdrant_client import models
 
-    from service.search.text_lists import TextLists
-    from service.store.filters import build_filter
     from service.store.query_requests import RequestBuilder
 
     store = runtime.store
@@ -500,9 +504,6 @@ async def measure_recall(runtime: Any, queries: Sequence[dict[str, Any]], label:
     exact = models.SearchParams(exact=True)
     builder = RequestBuilder(store.schema)
     slotted = store.lifecycle.slotted
-    lists_of = TextLists(runtime)
-    model = runtime.default_model
-    table = embeddings_of(queries)
     # (recall by id, recall with ties) per dense list and filter.
     found: dict[str, dict[str, list[tuple[float, float]]]] = {}
     # The same lists at other ef values: which ef reaches the recall target, and what a list costs there.
@@ -519,29 +520,21 @@ async def measure_recall(runtime: Any, queries: Sequence[dict[str, Any]], label:
         by_score = recall_with_ties(answer, truth, K)
         return None if by_id is None or by_score is None else (by_id, by_score)
 
-    with counter(f"{label} recall", len(queries) * 2, unit="query") as advance:
-        for filtered in (False, True):
-            name = "filtered" if filtered else "unfiltered"
-            for q in queries:
-                query_filter = build_filter(_filters(q) if filtered else None)
-                lists = await lists_of.build(q["text"], table[q["text"]], query_filter, "dense", model)
-                for vector_query in lists:
-                    if vector_query.using not in store.schema.dense:
-                        continue
-                    truth = await top(vector_query, exact)
-                    recall = both(await top(vector_query, graph), truth)
-                    if recall is not None:
-                        found.setdefault(vector_query.using, {}).setdefault(name, []).append(recall)
-                    for ef_value in EF_SWEEP:
-                        started = time.perf_counter()
-                        answer = await top(vector_query, models.SearchParams(hnsw_ef=ef_value))
-                        swept_ms[ef_value].append((time.perf_counter() - started) * 1000)
-                        recall = both(answer, truth)
-                        if recall is not None:
-                            swept[ef_value].setdefault(vector_query.using, {}).setdefault(name, []).append(
-                                recall
-                            )
-                advance(1)
+    async for name, lists in query_lists(runtime, queries, "dense", f"{label} recall"):
+        for vector_query in lists:
+            if vector_query.using not in store.schema.dense:
+                continue
+            truth = await top(vector_query, exact)
+            recall = both(await top(vector_query, graph), truth)
+            if recall is not None:
+                found.setdefault(vector_query.using, {}).setdefault(name, []).append(recall)
+            for ef_value in EF_SWEEP:
+                started = time.perf_counter()
+                answer = await top(vector_query, models.SearchParams(hnsw_ef=ef_value))
+                swept_ms[ef_value].append((time.perf_counter() - started) * 1000)
+                recall = both(answer, truth)
+                if recall is not None:
+                    swept[ef_value].setdefault(vector_query.using, {}).setdefault(name, []).append(recall)
 
     def means(
         by_vector: dict[str, dict[str, list[tuple[float, float]]]],
